@@ -1,0 +1,1 @@
+"""Stage "data": rows and derived objects, once the schema is in place."""

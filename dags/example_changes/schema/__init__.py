@@ -1,0 +1,1 @@
+"""Stage "schema": the tables and indexes the shop needs."""

@@ -1,0 +1,159 @@
+"""FlamingockSqlHook: an Airflow connection of type ``flamingock_sql`` -> a SQL audit store.
+
+The database is given either as a SQLAlchemy URL in extra ``url`` or by host/port/login/
+password/schema with extra ``dialect`` (``postgresql+psycopg``, ``mysql+pymysql``, ``sqlite``).
+The password is never rendered into a message: descriptions hide it.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from flamingock_provider.engine.errors import ValidationError
+from flamingock_provider.hooks._extras import as_bool, parse_extras
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.engine import URL
+
+    from flamingock_provider.stores.sql import SqlAuditStore
+
+DEFAULT_DIALECT = "postgresql+psycopg"
+
+
+class FlamingockSqlHook(BaseHook):
+    """Connect to a SQL audit store (SQLite, PostgreSQL, MySQL/MariaDB).
+
+    :param flamingock_conn_id: the Airflow connection id (conn type ``flamingock_sql``).
+    """
+
+    conn_name_attr = "flamingock_conn_id"
+    default_conn_name = "flamingock_default"
+    conn_type = "flamingock_sql"
+    hook_name = "Flamingock SQL audit store"
+
+    def __init__(
+        self, flamingock_conn_id: str = default_conn_name, *, connection: Any = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.flamingock_conn_id = flamingock_conn_id
+        self._connection = connection
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden-fields": [],
+            "relabeling": {"schema": "Database"},
+            "placeholders": {
+                "host": "db.example.com (leave empty when extra 'url' is set)",
+                "schema": "flamingock",
+                "extra": '{"url": "sqlite:////var/lib/airflow/flamingock.db"}',
+            },
+        }
+
+    @cached_property
+    def connection(self) -> Any:
+        return self._connection or self.get_connection(self.flamingock_conn_id)
+
+    @cached_property
+    def extras(self) -> dict[str, Any]:
+        return parse_extras(self.flamingock_conn_id, self.connection.extra)
+
+    @cached_property
+    def sqlalchemy_url(self) -> URL:
+        """The database URL; the password is inside, so never log it unhidden."""
+        from sqlalchemy.engine import URL, make_url
+        from sqlalchemy.exc import ArgumentError
+
+        conn, extras = self.connection, self.extras
+        if extras.get("url"):
+            try:
+                return make_url(str(extras["url"]))
+            except ArgumentError:
+                raise ValidationError(
+                    f"Airflow connection '{self.flamingock_conn_id}': extra 'url' is not a "
+                    "SQLAlchemy URL (e.g. sqlite:////path/audit.db, postgresql+psycopg://..)"
+                ) from None
+        if not conn.host:
+            raise ValidationError(
+                f"Airflow connection '{self.flamingock_conn_id}': set extra 'url' or the host "
+                "(with extra 'dialect')"
+            )
+        return URL.create(
+            str(extras.get("dialect") or DEFAULT_DIALECT),
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host,
+            port=conn.port or None,
+            database=conn.schema or None,
+        )
+
+    def get_conn(self) -> Engine:
+        """The audit store's SQLAlchemy engine (cached with the store)."""
+        return self.get_audit_store().engine
+
+    @cached_property
+    def _store(self) -> SqlAuditStore:
+        from flamingock_provider.stores.sql import SqlAuditStore
+
+        extras, conn_id = self.extras, self.flamingock_conn_id
+        return SqlAuditStore(
+            self.sqlalchemy_url,
+            audit_table=str(extras.get("audit_table") or "flamingockAuditLog"),
+            lock_table=str(extras.get("lock_table") or "flamingockLock"),
+            auto_create=as_bool(conn_id, "auto_create", extras.get("auto_create"), True),
+        )
+
+    def get_audit_store(self) -> SqlAuditStore:
+        """The configured `SqlAuditStore` (tables are created or checked on first run)."""
+        return self._store
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Run ``SELECT 1`` and report whether the audit tables exist; never raises."""
+        try:
+            store = self.get_audit_store()
+            from sqlalchemy import text
+
+            with store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            tables = "present" if store.is_initialized() else "not created yet"
+            return True, f"Connected to {store.description}; audit tables {tables}."
+        except Exception as err:
+            message = f"{type(err).__name__}: {err}"
+            password = (
+                getattr(self.connection, "password", None)
+                if "connection" in self.__dict__
+                else None
+            )
+            if password:
+                message = message.replace(password, "***")
+            return False, message
+
+    def __enter__(self) -> FlamingockSqlHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if "_store" in self.__dict__:
+            self._store.close()
+
+
+def sqlalchemy_url_for(conn_id: str) -> URL:
+    """A SQLAlchemy URL for any SQL connection, for `SqlTargetSystem`.
+
+    ``flamingock_sql`` connections are read as above; other conn types through their own hook's
+    ``sqlalchemy_url`` (the common-sql providers offer it).
+    """
+    conn = BaseHook.get_connection(conn_id)
+    if conn.conn_type == FlamingockSqlHook.conn_type:
+        return FlamingockSqlHook(conn_id, connection=conn).sqlalchemy_url
+    hook = conn.get_hook()
+    url = getattr(hook, "sqlalchemy_url", None)
+    if url is None:
+        raise ValidationError(
+            f"Airflow connection '{conn_id}' (conn type '{conn.conn_type}') offers no SQLAlchemy "
+            "URL; use a flamingock_sql connection or a SQL provider's connection"
+        )
+    return url  # type: ignore[no-any-return]

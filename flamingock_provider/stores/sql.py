@@ -1,0 +1,398 @@
+"""The SQL audit store (SQLAlchemy Core): SQLite, PostgreSQL, MySQL/MariaDB.
+
+Lock writes are single checked statements where the dialect allows: ``INSERT .. ON CONFLICT ..
+DO UPDATE .. WHERE`` on SQLite and PostgreSQL. MySQL/MariaDB have no conditional upsert whose
+row count can be trusted, so acquire reads the row under ``SELECT .. FOR UPDATE`` and writes in
+the same transaction. Expiry is decided by the runner's clock (times are passed in).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from functools import cached_property
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    case,
+    delete,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+
+from flamingock_provider.engine.errors import AuditStoreError
+from flamingock_provider.engine.model import (
+    AuditEntry,
+    AuditState,
+    LockRecord,
+    Recovery,
+    TxStrategy,
+)
+from flamingock_provider.stores._sqlschema import (
+    DEFAULT_AUDIT_TABLE,
+    DEFAULT_LOCK_TABLE,
+    build_engine,
+    database_identity,
+)
+from flamingock_provider.stores._sqlschema import audit_table as audit_table_def
+from flamingock_provider.stores._sqlschema import lock_table as lock_table_def
+
+T = TypeVar("T")
+
+_MYSQL_RETRYABLE = {1205, 1213}  # lock wait timeout, deadlock: another acquirer won this round
+_ENTRY_COLUMNS = (
+    "execution_id",
+    "stage_id",
+    "change_id",
+    "author",
+    "created_at",
+    "state",
+    "type",
+    "invoked_class",
+    "invoked_method",
+    "source_file",
+    "metadata",
+    "execution_millis",
+    "execution_hostname",
+    "error_trace",
+    "system_change",
+    "tx_strategy",
+    "target_system_id",
+    "change_order",
+    "recovery_strategy",
+    "transaction_flag",
+)
+
+
+class SqlAuditStore:
+    """`AuditStore` on a SQL database.
+
+    :param url: a SQLAlchemy URL (``sqlite:////abs/path.db``, ``postgresql+psycopg://..``,
+        ``mysql+pymysql://..``).
+    :param audit_table: history table name.
+    :param lock_table: lock table name.
+    :param auto_create: create missing tables; when false, validate and fail clearly instead.
+    :param engine_options: extra keyword arguments for ``create_engine``.
+    """
+
+    def __init__(
+        self,
+        url: URL | str,
+        *,
+        audit_table: str = DEFAULT_AUDIT_TABLE,
+        lock_table: str = DEFAULT_LOCK_TABLE,
+        auto_create: bool = True,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url = make_url(url)
+        self.audit_table_name = audit_table
+        self.lock_table_name = lock_table
+        self.auto_create = auto_create
+        self._engine_options = dict(engine_options or {})
+        self._metadata = MetaData()
+        self.audit: Table = audit_table_def(self._metadata, audit_table)
+        self.lock: Table = lock_table_def(self._metadata, lock_table)
+        self._ready = False
+
+    # -- identity -------------------------------------------------------------------------
+
+    @property
+    def description(self) -> str:
+        safe = self.url.render_as_string(hide_password=True)
+        return f"SQL audit store {safe} (tables {self.audit_table_name}, {self.lock_table_name})"
+
+    @cached_property
+    def engine(self) -> Engine:
+        return build_engine(self.url, **self._engine_options)
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    def same_database(self, url: URL | str) -> bool:
+        """Whether ``url`` points at this store's database (so they can share a transaction)."""
+        return database_identity(make_url(url)) == database_identity(self.url)
+
+    # -- tables ---------------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        if self._ready:
+            return
+        if self.auto_create:
+            try:
+                self._metadata.create_all(self.engine, checkfirst=True)
+            except SQLAlchemyError:
+                # Another runner may have created them between our check and our CREATE.
+                if not self.is_initialized():
+                    raise
+        self._validate()
+        self._ready = True
+
+    def is_initialized(self) -> bool:
+        names = self._guard("inspect", lambda: set(inspect(self.engine).get_table_names()))
+        return {self.audit_table_name, self.lock_table_name} <= names
+
+    def _validate(self) -> None:
+        def columns() -> dict[str, set[str]]:
+            inspector = inspect(self.engine)
+            found = set(inspector.get_table_names())
+            return {
+                t.name: {c["name"] for c in inspector.get_columns(t.name)}
+                for t in (self.audit, self.lock)
+                if t.name in found
+            }
+
+        present = self._guard("inspect", columns)
+        for table in (self.audit, self.lock):
+            if table.name not in present:
+                raise AuditStoreError(
+                    f"{self.description}: table '{table.name}' does not exist and auto_create "
+                    "is off. Create it (see docs/audit-stores/sql.md) or set auto_create=true.",
+                    store=self.description,
+                    operation="validate",
+                )
+            missing = sorted({c.name for c in table.columns} - present[table.name])
+            if missing:
+                raise AuditStoreError(
+                    f"{self.description}: table '{table.name}' lacks column(s) "
+                    f"{', '.join(missing)}; it was not created by flamingock_provider. "
+                    f"Expected columns: {', '.join(c.name for c in table.columns)}.",
+                    store=self.description,
+                    operation="validate",
+                )
+
+    # -- history --------------------------------------------------------------------------
+
+    def read_latest(self) -> Mapping[str, AuditEntry]:
+        """One query: a window over the (change_id, created_at) index keeps the newest row."""
+        a = self.audit
+        priority = case({s.value: s.priority for s in AuditState}, value=a.c.state, else_=0)
+        rank = (
+            func.row_number()
+            .over(partition_by=a.c.change_id, order_by=(a.c.created_at.desc(), priority.desc()))
+            .label("rank")
+        )
+        ranked = select(*[a.c[name] for name in _ENTRY_COLUMNS], rank).subquery()
+        query = select(*[ranked.c[name] for name in _ENTRY_COLUMNS]).where(ranked.c.rank == 1)
+
+        def run() -> dict[str, AuditEntry]:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+            return {row["change_id"]: self._entry(row) for row in rows}
+
+        return self._guard("read_latest", run)
+
+    def read_history(self, since: datetime | None = None) -> list[AuditEntry]:
+        a = self.audit
+        query = select(*[a.c[name] for name in _ENTRY_COLUMNS]).order_by(a.c.created_at, a.c.id)
+        if since is not None:
+            query = query.where(a.c.created_at >= since)
+
+        def run() -> list[AuditEntry]:
+            with self.engine.connect() as conn:
+                return [self._entry(row) for row in conn.execute(query).mappings()]
+
+        return self._guard("read_history", run)
+
+    def append(self, entry: AuditEntry, transaction: object | None = None) -> None:
+        # preserve_rowcount: SQLAlchemy reports INSERT row counts only when asked to.
+        statement = (
+            insert(self.audit).values(**_row(entry)).execution_options(preserve_rowcount=True)
+        )
+
+        def write(conn: Connection) -> None:
+            if conn.execute(statement).rowcount != 1:
+                raise AuditStoreError(
+                    f"{self.description}: audit insert for '{entry.change_id}' wrote no row",
+                    store=self.description,
+                    operation="append",
+                )
+
+        if transaction is not None:
+            if not isinstance(transaction, Connection) or not self.same_database(
+                transaction.engine.url
+            ):
+                raise AuditStoreError(
+                    f"{self.description}: a shared transaction must be a connection to the "
+                    "audit store's own database",
+                    store=self.description,
+                    operation="append",
+                )
+            self._guard("append", lambda: write(transaction))
+            return
+        self._guard("append", lambda: self._in_transaction(write))
+
+    # -- lock -----------------------------------------------------------------------------
+
+    def lock_acquire(self, key: str, owner: str, now: datetime, expires_at: datetime) -> bool:
+        if self.dialect in ("mysql", "mariadb"):
+            return self._acquire_under_row_lock(key, owner, now, expires_at)
+        module = __import__(f"sqlalchemy.dialects.{self.dialect}", fromlist=["insert"])
+        lk = self.lock
+        values = {"key": key, "status": "LOCK_HELD", "owner": owner, "expires_at": expires_at}
+        upsert = module.insert(lk).values(**values).execution_options(preserve_rowcount=True)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[lk.c["key"]],
+            set_={
+                "owner": upsert.excluded.owner,
+                "status": upsert.excluded.status,
+                "expires_at": upsert.excluded.expires_at,
+            },
+            where=or_(lk.c.expires_at <= now, lk.c.owner == owner),
+        )
+        return self._guard(
+            "lock_acquire", lambda: self._in_transaction(lambda c: c.execute(upsert).rowcount == 1)
+        )
+
+    def _acquire_under_row_lock(
+        self, key: str, owner: str, now: datetime, expires_at: datetime
+    ) -> bool:
+        lk = self.lock
+        values = {"key": key, "status": "LOCK_HELD", "owner": owner, "expires_at": expires_at}
+
+        def attempt(conn: Connection) -> bool:
+            row = conn.execute(
+                select(lk.c.owner, lk.c.expires_at).where(lk.c["key"] == key).with_for_update()
+            ).first()
+            if row is None:
+                created = insert(lk).values(**values).execution_options(preserve_rowcount=True)
+                return conn.execute(created).rowcount == 1
+            if row.expires_at <= now or row.owner == owner:
+                changed = update(lk).where(lk.c["key"] == key).values(**values)
+                return conn.execute(changed).rowcount == 1
+            return False
+
+        try:
+            return self._in_transaction(attempt)
+        except IntegrityError:
+            return False  # a concurrent runner inserted the row first
+        except DBAPIError as err:
+            code = err.orig.args[0] if err.orig is not None and err.orig.args else None
+            if code in _MYSQL_RETRYABLE:
+                return False
+            raise self._error("lock_acquire", err) from err
+
+    def lock_extend(self, key: str, owner: str, now: datetime, expires_at: datetime) -> bool:
+        lk = self.lock
+        statement = (
+            update(lk).where(lk.c["key"] == key, lk.c.owner == owner).values(expires_at=expires_at)
+        )
+        return self._guard(
+            "lock_extend",
+            lambda: self._in_transaction(lambda c: c.execute(statement).rowcount == 1),
+        )
+
+    def lock_release(self, key: str, owner: str) -> None:
+        lk = self.lock
+        statement = delete(lk).where(lk.c["key"] == key, lk.c.owner == owner)
+        self._guard("lock_release", lambda: self._in_transaction(lambda c: c.execute(statement)))
+
+    def lock_holder(self, key: str) -> LockRecord | None:
+        lk = self.lock
+        query = select(lk.c.owner, lk.c.expires_at, lk.c.status).where(lk.c["key"] == key)
+
+        def run() -> LockRecord | None:
+            with self.engine.connect() as conn:
+                row = conn.execute(query).first()
+            return None if row is None else LockRecord(key, row.owner, row.expires_at, row.status)
+
+        return self._guard("lock_holder", run)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+            del self.__dict__["engine"]
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _in_transaction(self, work: Callable[[Connection], T]) -> T:
+        with self.engine.begin() as conn:
+            return work(conn)
+
+    def _guard(self, operation: str, work: Callable[[], T]) -> T:
+        try:
+            return work()
+        except AuditStoreError:
+            raise
+        except SQLAlchemyError as err:
+            raise self._error(operation, err) from err
+
+    def _error(self, operation: str, err: BaseException) -> AuditStoreError:
+        detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0][:300]
+        password = self.url.password
+        if password:
+            detail = detail.replace(str(password), "***")
+        return AuditStoreError(
+            f"{self.description}: {operation} failed: {type(err).__name__}: {detail}",
+            store=self.description,
+            operation=operation,
+        )
+
+    def _entry(self, row: Mapping[str, Any]) -> AuditEntry:
+        try:
+            return AuditEntry(
+                execution_id=row["execution_id"],
+                change_id=row["change_id"],
+                state=AuditState(row["state"]),
+                created_at=row["created_at"],
+                stage_id=row["stage_id"],
+                author=row["author"],
+                type=row["type"],
+                invoked_class=row["invoked_class"],
+                invoked_method=row["invoked_method"],
+                source_file=row["source_file"],
+                metadata=json.loads(row["metadata"]) if row["metadata"] else {},
+                execution_millis=int(row["execution_millis"]),
+                execution_hostname=row["execution_hostname"],
+                error_trace=row["error_trace"],
+                system_change=bool(row["system_change"]),
+                tx_strategy=TxStrategy(row["tx_strategy"]),
+                target_system_id=row["target_system_id"],
+                change_order=row["change_order"],
+                recovery_strategy=Recovery(row["recovery_strategy"]),
+                transaction_flag=bool(row["transaction_flag"]),
+            )
+        except (ValueError, KeyError) as err:
+            raise AuditStoreError(
+                f"{self.description}: audit record of change '{row.get('change_id')}' "
+                f"(execution {row.get('execution_id')}) is unreadable: {err}. It was not "
+                "written by flamingock_provider; fix or remove it.",
+                store=self.description,
+                operation="read",
+            ) from err
+
+
+def _row(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "execution_id": entry.execution_id,
+        "stage_id": entry.stage_id,
+        "change_id": entry.change_id,
+        "author": entry.author,
+        "created_at": entry.created_at,
+        "state": entry.state.value,
+        "type": entry.type,
+        "invoked_class": entry.invoked_class,
+        "invoked_method": entry.invoked_method,
+        "source_file": entry.source_file,
+        "metadata": json.dumps(dict(entry.metadata), default=str) if entry.metadata else None,
+        "execution_millis": entry.execution_millis,
+        "execution_hostname": entry.execution_hostname,
+        "error_trace": entry.error_trace,
+        "system_change": entry.system_change,
+        "tx_strategy": entry.tx_strategy.value,
+        "target_system_id": entry.target_system_id,
+        "change_order": entry.change_order,
+        "recovery_strategy": entry.recovery_strategy.value,
+        "transaction_flag": entry.transaction_flag,
+    }
