@@ -51,11 +51,24 @@ def provider_info(version: str) -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Flamingock",
-                "python-modules": ["flamingock_provider.operators.flamingock"],
+                "python-modules": [
+                    "flamingock_provider.operators.flamingock",
+                    "flamingock_provider.operators.fix",
+                ],
             }
         ],
-        "sensors": [],
-        "triggers": [],
+        "sensors": [
+            {
+                "integration-name": "Flamingock",
+                "python-modules": ["flamingock_provider.sensors.issues"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Flamingock",
+                "python-modules": ["flamingock_provider.triggers.issues"],
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "flamingock_provider.hooks.sql.FlamingockSqlHook",

@@ -4,7 +4,8 @@ Use it with `stores.memory.MemoryAuditStore` to run a pipeline in a unit test::
 
     store = MemoryAuditStore()
     target = MemoryTargetSystem("orders-db")
-    pipeline = load_pipeline([Stage("orders", "my_changes")], {target.id: target.injectable_names()})
+    stages = [Stage("orders", "my_changes")]
+    pipeline = load_pipeline(stages, {target.id: target.injectable_names()})
     PipelineRunner(store, pipeline, [target]).run()
     assert target.data["orders"] == ...
 

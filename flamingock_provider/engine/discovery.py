@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 import pkgutil
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -113,7 +114,7 @@ def load_stage(stage: Stage, target_names: Mapping[str, frozenset[str]]) -> Load
             "(expected modules named _NNNN__name.py)"
         )
     changes.sort(key=lambda c: c.order)
-    for before, after in zip(changes, changes[1:], strict=False):
+    for before, after in itertools.pairwise(changes):
         if before.order == after.order:
             raise ValidationError(
                 f"Stage '{stage.name}': changes '{before.id}' and '{after.id}' share "

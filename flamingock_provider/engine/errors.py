@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from flamingock_provider.engine.model import Issue
-    from flamingock_provider.engine.runner import RunResult
+    from flamingock_provider.engine.result import RunResult
 
 
 class FlamingockError(Exception):

@@ -96,6 +96,20 @@ class AuditEntry:
         """Order for "latest": newer `created_at` first, then the higher state priority."""
         return (self.created_at, self.state.priority)
 
+    def as_json(self) -> dict[str, Any]:
+        """Flamingock's camelCase record with JSON types (ISO 8601 UTC time, enum names)."""
+        record: dict[str, Any] = {}
+        for name, camel in CAMEL_FIELDS.items():
+            value = getattr(self, name)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            elif name == "metadata":
+                value = dict(value)
+            record[camel] = value
+        return record
+
 
 # Flamingock's camelCase field names, in the order ARCHITECTURE.md §3 lists them.
 CAMEL_FIELDS: Mapping[str, str] = {

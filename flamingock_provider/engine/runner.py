@@ -197,28 +197,31 @@ class PipelineRunner:
         self, p: PlannedChange, session: TargetSession, execution_id: str
     ) -> ChangeOutcome:
         change = p.change
-        if p.action is Action.CHECK_MARKER and p.latest is not None:
-            if session.has_marker(change.id, p.latest.execution_id):
-                self._append(
-                    replace(
-                        p.latest,
-                        state=AuditState.APPLIED,
-                        created_at=self.clock(),
-                        error_trace=None,
-                    )
+        if (
+            p.action is Action.CHECK_MARKER
+            and p.latest is not None
+            and session.has_marker(change.id, p.latest.execution_id)
+        ):
+            self._append(
+                replace(
+                    p.latest,
+                    state=AuditState.APPLIED,
+                    created_at=self.clock(),
+                    error_trace=None,
                 )
-                self._clear_marker(session, change.id, p.latest.execution_id)
-                self.log.info(
-                    "change %s: RECOVERED (its marker shows execution %s committed)",
-                    change.id,
-                    p.latest.execution_id,
-                )
-                return ChangeOutcome(
-                    change.id,
-                    change.stage,
-                    Outcome.RECOVERED,
-                    tx_strategy=p.latest.tx_strategy.value,
-                )
+            )
+            self._clear_marker(session, change.id, p.latest.execution_id)
+            self.log.info(
+                "change %s: RECOVERED (its marker shows execution %s committed)",
+                change.id,
+                p.latest.execution_id,
+            )
+            return ChangeOutcome(
+                change.id,
+                change.stage,
+                Outcome.RECOVERED,
+                tx_strategy=p.latest.tx_strategy.value,
+            )
         started = time.monotonic()
         strategy = session.strategy(change.transactional)
         error = self._execute(change, session, strategy, execution_id)

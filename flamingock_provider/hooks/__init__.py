@@ -16,7 +16,7 @@ HOOKS_BY_CONN_TYPE = {
 
 
 def get_audit_hook(conn_id: str = DEFAULT_CONN_ID) -> Any:
-    """Build the Flamingock hook for an Airflow connection, chosen by its conn type.
+    """Build the Flamingock hook for an Airflow connection id, chosen by its conn type.
 
     :raises ValidationError: the connection is missing or is not a Flamingock conn type.
     """
@@ -25,13 +25,23 @@ def get_audit_hook(conn_id: str = DEFAULT_CONN_ID) -> Any:
     try:
         conn = BaseHook.get_connection(conn_id)
     except Exception as err:
-        if type(err).__name__ not in {"AirflowNotFoundException", "ConnectionNotFound"}:
-            raise
-        raise ValidationError(
-            f"Airflow connection '{conn_id}' is not defined. Create it (UI, `airflow "
-            f"connections add`, or an AIRFLOW_CONN_{conn_id.upper()} variable) with one of the "
-            f"conn types {', '.join(sorted(HOOKS_BY_CONN_TYPE))}."
-        ) from err
+        raise _not_found(conn_id, err) from err
+    return hook_for_connection(conn, conn_id)
+
+
+def _not_found(conn_id: str, err: Exception) -> Exception:
+    if type(err).__name__ not in {"AirflowNotFoundException", "ConnectionNotFound"}:
+        return err
+    return ValidationError(
+        f"Airflow connection '{conn_id}' is not defined. Create it (UI, `airflow "
+        f"connections add`, or an AIRFLOW_CONN_{conn_id.upper()} variable) with one of the "
+        f"conn types {', '.join(sorted(HOOKS_BY_CONN_TYPE))}."
+    )
+
+
+def hook_for_connection(conn: Any, conn_id: str | None = None) -> Any:
+    """Build the Flamingock hook for an already fetched connection (no further lookup)."""
+    conn_id = conn_id or getattr(conn, "conn_id", None) or DEFAULT_CONN_ID
     path = HOOKS_BY_CONN_TYPE.get(conn.conn_type or "")
     if path is None:
         raise ValidationError(

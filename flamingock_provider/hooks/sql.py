@@ -149,7 +149,7 @@ def sqlalchemy_url_for(conn_id: str) -> URL:
     conn = BaseHook.get_connection(conn_id)
     if conn.conn_type == FlamingockSqlHook.conn_type:
         return FlamingockSqlHook(conn_id, connection=conn).sqlalchemy_url
-    hook = conn.get_hook()
+    hook = conn.get_hook()  # type: ignore[no-untyped-call]
     url = getattr(hook, "sqlalchemy_url", None)
     if url is None:
         raise ValidationError(

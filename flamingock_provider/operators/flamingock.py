@@ -74,10 +74,11 @@ class FlamingockOperator(BaseOperator):
         self.lock_lease = _duration("lock_lease", lock_lease)
         self.lock_wait = _duration("lock_wait", lock_wait)
         self.lock_retry = _duration("lock_retry", lock_retry)
-        self.dry_run = dry_run
+        # Not `self.dry_run`: BaseOperator has a dry_run() method of its own.
+        self.plan_only = dry_run
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.exceptions import AirflowException
+        from airflow.sdk.exceptions import AirflowException
 
         try:
             summary = self._run(context)
@@ -88,15 +89,16 @@ class FlamingockOperator(BaseOperator):
             raise AirflowException(str(err)) from err
         self.log.info(
             "Flamingock %s: applied %d, skipped %d%s",
-            "dry run" if self.dry_run else "run",
+            "dry run" if self.plan_only else "run",
             len(summary["applied"]),
             len(summary["skipped"]),
-            f", pending {summary['pending']}" if self.dry_run else "",
+            f", pending {summary['pending']}" if self.plan_only else "",
         )
         return summary
 
     def _run(self, context: Context) -> dict[str, Any]:
         from flamingock_provider.engine.discovery import load_pipeline
+        from flamingock_provider.engine.lock import new_owner
         from flamingock_provider.engine.runner import PipelineRunner
         from flamingock_provider.hooks import get_audit_hook
 
@@ -116,10 +118,10 @@ class FlamingockOperator(BaseOperator):
                 lock_lease=self.lock_lease,
                 lock_wait=self.lock_wait,
                 lock_retry=self.lock_retry,
-                owner=None,
+                owner=new_owner(self.task_id),
                 extra_injectables={"context": context, "log": self.log},
                 logger=self.log,  # type: ignore[arg-type]
             )
-            return runner.run(dry_run=self.dry_run).summary()
+            return runner.run(dry_run=self.plan_only).summary()
         finally:
             store.close()

@@ -59,7 +59,8 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         if isinstance(value, str):  # defensive: SQLite without type affinity
             value = datetime.fromisoformat(value)
-        return pendulum.instance(value.replace(tzinfo=timezone.utc), tz="UTC")
+        aware: datetime = pendulum.instance(value.replace(tzinfo=timezone.utc), tz="UTC")
+        return aware
 
 
 def audit_table(metadata: MetaData, name: str) -> Table:

@@ -28,7 +28,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, RowMapping, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from flamingock_provider.engine.errors import AuditStoreError
@@ -339,7 +339,7 @@ class SqlAuditStore:
             operation=operation,
         )
 
-    def _entry(self, row: Mapping[str, Any]) -> AuditEntry:
+    def _entry(self, row: RowMapping) -> AuditEntry:
         try:
             return AuditEntry(
                 execution_id=row["execution_id"],

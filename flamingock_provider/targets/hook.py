@@ -39,7 +39,7 @@ class HookTargetSystem:
             from airflow.sdk import BaseHook
 
             assert self.conn_id is not None
-            hook = BaseHook.get_connection(self.conn_id).get_hook()
+            hook = BaseHook.get_connection(self.conn_id).get_hook()  # type: ignore[no-untyped-call]
         return _HookSession(hook)
 
 
