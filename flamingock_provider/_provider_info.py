@@ -28,6 +28,17 @@ def _table_fields() -> dict[str, Any]:
     }
 
 
+SQL_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": [],
+    "relabeling": {"schema": "Database"},
+    "placeholders": {
+        "host": "db.example.com (leave empty when extra 'url' is set)",
+        "schema": "flamingock",
+        "extra": '{"url": "sqlite:////var/lib/airflow/flamingock.db"}',
+    },
+}
+
+
 def provider_info(version: str) -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-flamingock",
@@ -92,14 +103,7 @@ def provider_info(version: str) -> dict[str, Any]:
                     },
                     **_table_fields(),
                 },
-                "ui-field-behaviour": {
-                    "hidden-fields": [],
-                    "relabeling": {"schema": "Database"},
-                    "placeholders": {
-                        "host": "leave empty when the URL extra is set",
-                        "schema": "flamingock",
-                    },
-                },
+                "ui-field-behaviour": SQL_UI_FIELD_BEHAVIOUR,
             }
         ],
     }

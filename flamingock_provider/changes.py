@@ -54,9 +54,9 @@ def change(
     """
 
     def mark(cls: T) -> T:
-        where = f"{cls.__module__}.{cls.__qualname__}"
         if not isinstance(cls, type):
             raise ValidationError(f"@change must decorate a class, not {cls!r}")
+        where = f"{cls.__module__}.{cls.__qualname__}"
         if not isinstance(id, str) or not id.strip():
             raise ValidationError(f"@change on {where}: id must be a non-empty string, got {id!r}")
         if order is not None and (not isinstance(order, str) or not order.strip()):

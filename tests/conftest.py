@@ -9,6 +9,7 @@ only by the fixtures below and by the tests that request them: ``tests/unit`` an
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -50,3 +51,8 @@ def airflow_db(airflow_home: Path) -> Iterator[Path]:
 
     db.initdb()
     yield airflow_home / "airflow.db"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's Airflow home (metadata database, logs, config)."""
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)

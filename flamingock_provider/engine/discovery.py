@@ -228,7 +228,9 @@ def _parameters(
     if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
         raise ValidationError(f"{where}: '{method}' is async; change units run synchronously")
     names: list[str] = []
-    params = list(inspect.signature(func).parameters.values())[1:]  # drop self
+    params = list(inspect.signature(func).parameters.values())
+    if not isinstance(inspect.getattr_static(cls, method), (staticmethod, classmethod)):
+        params = params[1:]  # a plain method: drop self (a classmethod's cls is already bound)
     for param in params:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue

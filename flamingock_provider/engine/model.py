@@ -194,9 +194,9 @@ class Issue:
             f"change '{self.change_id}' (stage '{self.stage_id}') is {self.state.value} "
             f"since {when} ({self.entry.tx_strategy.value}, execution {self.entry.execution_id})"
         )
-        if self.entry.error_trace:
-            first = self.entry.error_trace.strip().splitlines()[-1][:200]
-            text += f": {first}"
+        lines = (self.entry.error_trace or "").strip().splitlines()
+        if lines:
+            text += f": {lines[-1][:200]}"
         return text
 
 

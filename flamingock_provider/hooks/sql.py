@@ -44,15 +44,10 @@ class FlamingockSqlHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden-fields": [],
-            "relabeling": {"schema": "Database"},
-            "placeholders": {
-                "host": "db.example.com (leave empty when extra 'url' is set)",
-                "schema": "flamingock",
-                "extra": '{"url": "sqlite:////var/lib/airflow/flamingock.db"}',
-            },
-        }
+        """The same form description Airflow reads from the provider info (one source)."""
+        from flamingock_provider._provider_info import SQL_UI_FIELD_BEHAVIOUR
+
+        return SQL_UI_FIELD_BEHAVIOUR
 
     @cached_property
     def connection(self) -> Any:
@@ -146,10 +141,22 @@ def sqlalchemy_url_for(conn_id: str) -> URL:
     ``flamingock_sql`` connections are read as above; other conn types through their own hook's
     ``sqlalchemy_url`` (the common-sql providers offer it).
     """
-    conn = BaseHook.get_connection(conn_id)
+    from flamingock_provider.hooks import _not_found
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as err:
+        raise _not_found(conn_id, err) from err
     if conn.conn_type == FlamingockSqlHook.conn_type:
         return FlamingockSqlHook(conn_id, connection=conn).sqlalchemy_url
-    hook = conn.get_hook()  # type: ignore[no-untyped-call]
+    try:
+        hook = conn.get_hook()  # type: ignore[no-untyped-call]
+    except Exception as err:
+        raise ValidationError(
+            f"Airflow connection '{conn_id}' (conn type '{conn.conn_type}') has no usable hook "
+            f"({type(err).__name__}: {err}); use a flamingock_sql connection or a SQL "
+            "provider's connection"
+        ) from err
     url = getattr(hook, "sqlalchemy_url", None)
     if url is None:
         raise ValidationError(

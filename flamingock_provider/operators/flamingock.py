@@ -69,6 +69,9 @@ class FlamingockOperator(BaseOperator):
         super().__init__(**kwargs)
         self.stages = list(stages)
         self.target_systems = list(target_systems)
+        ids = [t.id for t in self.target_systems]
+        if len(set(ids)) != len(ids):
+            raise ValidationError(f"target_systems have duplicate ids: {ids}")
         self.audit_conn_id = audit_conn_id
         self.lock_key = lock_key
         self.lock_lease = _duration("lock_lease", lock_lease)
@@ -103,9 +106,6 @@ class FlamingockOperator(BaseOperator):
         from flamingock_provider.hooks import get_audit_hook
 
         names = {t.id: t.injectable_names() for t in self.target_systems}
-        if len(names) != len(self.target_systems):
-            ids = [t.id for t in self.target_systems]
-            raise ValidationError(f"target_systems have duplicate ids: {ids}")
         pipeline = load_pipeline(self.stages, names)  # validates before anything is written
         hook = get_audit_hook(self.audit_conn_id)
         store = hook.get_audit_store()

@@ -133,6 +133,21 @@ class SqliteDb:
             store.close()
         return entry
 
+    def hold_lock(self, key: str, owner: str, seconds: float = 600) -> None:
+        """Take the pipeline lock ``key`` for another runner ``owner``, for ``seconds``."""
+        from datetime import timedelta
+
+        from flamingock_provider.engine.lock import utc_now
+        from flamingock_provider.stores.sql import SqlAuditStore
+
+        store = SqlAuditStore(self.url)
+        try:
+            store.initialize()
+            now = utc_now()
+            assert store.lock_acquire(key, owner, now, now + timedelta(seconds=seconds))
+        finally:
+            store.close()
+
 
 @pytest.fixture
 def audit_db(tmp_path: Path, sql_connection: Callable[..., None]) -> SqliteDb:
@@ -160,7 +175,7 @@ def _literal(value: object) -> str:
 
 
 def change_source(
-    id: str,  # noqa: A002 - mirrors @change
+    id: str,
     body: str = "pass",
     params: str = "connection",
     **decorator: object,

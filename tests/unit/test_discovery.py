@@ -1,7 +1,6 @@
 """Discovery: import stage packages, order their change units, and name every mistake."""
 
 # Tests read `expected == actual` (STYLE.md), which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 
@@ -163,13 +162,6 @@ def test_apply_parameters_are_injected_by_name(workspace, signature, expected) -
     assert expected == workspace.load([stage], DATA).stages[0].changes[0].apply_params
 
 
-STATIC_CLASS_BUG = (
-    "engine bug: discovery._parameters drops the first parameter of getattr(cls, method) "
-    "unconditionally; for a staticmethod or classmethod that is a real, injected parameter"
-)
-
-
-@pytest.mark.xfail(reason=STATIC_CLASS_BUG, strict=True)
 @pytest.mark.parametrize(
     "body",
     [
@@ -184,7 +176,6 @@ def test_static_and_class_method_apply_parameters_are_injected(workspace, body) 
     assert ("data",) == workspace.load([stage], DATA).stages[0].changes[0].apply_params
 
 
-@pytest.mark.xfail(reason=STATIC_CLASS_BUG, strict=True)
 def test_an_unknown_parameter_of_a_staticmethod_apply_is_refused(workspace) -> None:
     """Validation catches an unknown name before anything runs, however apply is declared."""
     stage = _package(

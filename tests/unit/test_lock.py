@@ -1,7 +1,6 @@
 """The lock lease: wait out contention, extend, notice a loss, release without raising."""
 
 # Tests read `expected == actual` (STYLE.md), which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

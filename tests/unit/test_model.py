@@ -1,7 +1,6 @@
 """The pure audit model: state priority, the latest-entry tie-break, the action table, issues."""
 
 # Tests read `expected == actual` (STYLE.md), which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 
@@ -206,12 +205,6 @@ def test_issue_description_names_change_stage_state_execution_and_error(entry_fa
         assert fragment in text
 
 
-@pytest.mark.xfail(
-    reason="engine bug: Issue.describe() raises IndexError on a whitespace-only error_trace "
-    "(model.py: strip().splitlines()[-1] on an empty list)",
-    raises=IndexError,
-    strict=True,
-)
 def test_issue_description_survives_a_blank_error_trace(entry_factory) -> None:
     """A whitespace-only error trace (e.g. read back from a padded column) is simply omitted."""
     entry = entry_factory("c1", S.FAILED, error_trace="\n  \n")

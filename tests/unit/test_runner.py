@@ -1,7 +1,6 @@
 """The runner against the memory store and target: write sequences, recovery, blocking, lock."""
 
 # Tests read `expected == actual` (STYLE.md), which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 
@@ -40,9 +39,7 @@ def _non_tx(change_id: str, **spec: object) -> dict[str, object]:
         pytest.param(TX.TX_SEPARATE_WITH_MARKER, False, TX.NON_TX, id="non-transactional-change"),
     ],
 )
-def test_first_run_applies_every_change_in_order(
-    scenario, outcomes_of, strategy, transactional, expected
-):
+def test_first_run_applies_every_change_in_order(scenario, strategy, transactional, expected):
     """Every change runs once, in stage order, recorded STARTED then APPLIED with its strategy."""
 
     def spec(change_id: str) -> dict[str, object]:
@@ -486,7 +483,7 @@ def test_fixing_an_issue_unblocks_its_stage(scenario, outcomes_of):
 # -- dry run and injection ----------------------------------------------------------------
 
 
-def test_dry_run_on_a_fresh_store_writes_nothing(scenario, outcomes_of):
+def test_dry_run_on_a_fresh_store_writes_nothing(scenario):
     """A dry run reports every change pending and leaves the store uninitialized and empty."""
     sc = scenario({"s1": ["c1", "c2"], "s2": ["c3"]})
 
