@@ -48,3 +48,7 @@ services:
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache .mypy_cache
+
+## bench: measure against the raw-driver floor and alembic; writes docs/benchmarks.md
+bench: install services
+	$(PY) bench/run.py

@@ -92,7 +92,7 @@ def open_store(args: argparse.Namespace) -> AuditStore:
                 conn = Connection.from_uri(args.conn_uri, conn_id=conn_id)
             else:
                 conn = Connection.from_json(args.conn_json, conn_id=conn_id)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, AttributeError) as err:
             kind = "--conn-uri" if args.conn_uri else "--conn-json"
             raise ValidationError(f"{kind} is not a valid connection: {err}") from None
         return hook_for_connection(conn, conn_id).get_audit_store()  # type: ignore[no-any-return]

@@ -76,7 +76,7 @@ def checked_changes(
         return sorted(
             c
             for c in wanted
-            if stage_set is None or (c in latest and latest[c].stage_id in stage_set)
+            if c in latest and (stage_set is None or latest[c].stage_id in stage_set)
         )
     return sorted(c for c, e in latest.items() if stage_set is None or e.stage_id in stage_set)
 
@@ -91,14 +91,23 @@ def scan(
     A store whose tables do not exist yet has run nothing, so it holds no issue; that is
     checked only when the read fails, keeping the common case to one round trip.
     """
+    latest = _latest_or_empty(store)
+    issues = filter_issues(issues_in(latest), stages, change_ids)
+    return issues, checked_changes(latest, stages, change_ids)
+
+
+def _latest_or_empty(store: AuditStore) -> Mapping[str, AuditEntry]:
+    """The latest entries; empty when the store has no tables yet (nothing ever ran).
+
+    Reads first and asks about the tables only when the read fails, so the common case is
+    one round trip and a store missing only its lock table still shows its history.
+    """
     try:
-        latest = store.read_latest()
+        return store.read_latest()
     except AuditStoreError:
         if store.is_initialized():
             raise
-        return [], []
-    issues = filter_issues(issues_in(latest), stages, change_ids)
-    return issues, checked_changes(latest, stages, change_ids)
+        return {}
 
 
 def list_issues(
@@ -107,9 +116,7 @@ def list_issues(
     change_ids: Iterable[str] | None = None,
 ) -> list[Issue]:
     """Open issues in the store (one read), optionally limited to stages / changes."""
-    if not store.is_initialized():
-        return []
-    return filter_issues(issues_in(store.read_latest()), stages, change_ids)
+    return filter_issues(issues_in(_latest_or_empty(store)), stages, change_ids)
 
 
 def get_issue(store: AuditStore, change_id: str | None = None) -> Issue | None:
@@ -117,7 +124,7 @@ def get_issue(store: AuditStore, change_id: str | None = None) -> Issue | None:
 
     :raises ValidationError: ``change_id`` is unknown to the store, or has no issue.
     """
-    latest = store.read_latest() if store.is_initialized() else {}
+    latest = _latest_or_empty(store)
     issues = issues_in(latest)
     if change_id is None:
         return min(issues, key=lambda i: i.entry.created_at) if issues else None
@@ -155,7 +162,9 @@ def fix_issue(
         issue.entry,
         execution_id=str(uuid.uuid4()),
         state=chosen.value,
-        created_at=clock(),
+        # Never before the issue's own entry (its host's clock may run ahead of ours): a tie
+        # is won by the manual state's higher priority.
+        created_at=max(clock(), issue.entry.created_at),
         author=author.strip(),
         invoked_method="manual",
         execution_millis=0,
@@ -174,11 +183,15 @@ def audit_list(
     store: AuditStore, *, history: bool = False, since: datetime | None = None
 ) -> list[AuditEntry]:
     """The latest entry per change (default) or the whole history, oldest first."""
-    if not store.is_initialized():
-        return []
     if history:
-        return store.read_history(since)
-    entries = [e for e in store.read_latest().values() if since is None or e.created_at >= since]
+        try:
+            return store.read_history(since)
+        except AuditStoreError:
+            if store.is_initialized():
+                raise
+            return []
+    latest = _latest_or_empty(store)
+    entries = [e for e in latest.values() if since is None or e.created_at >= since]
     return sorted(entries, key=AuditEntry.sort_key)
 
 

@@ -84,9 +84,12 @@ class Lease:
     def held(self) -> bool:
         return self._valid_until is not None and self._lost_reason is None
 
-    def acquire(self) -> None:
+    def acquire(self, give_up: Callable[[], bool] | None = None) -> bool:
         """Take the lock, waiting while another owner holds an unexpired lease.
 
+        :param give_up: asked after each refused attempt; when it answers True the wait ends
+            without the lock (the runner asks "has the holder already done our work?").
+        :returns: True when held, False when ``give_up`` ended the wait.
         :raises LockError: when ``wait`` elapses first; names the holder and its expiry.
         """
         started = self._clock()
@@ -97,7 +100,9 @@ class Lease:
                     self._valid_until = now + self.lease
                     self._lost_reason = None
                 self._start_heartbeat()
-                return
+                return True
+            if give_up is not None and give_up():
+                return False
             holder = self.store.lock_holder(self.key)
             waited = now - started
             if waited >= self.wait:

@@ -48,6 +48,11 @@ def plan(pipeline: Pipeline, latest: Mapping[str, AuditEntry]) -> list[StagePlan
     ]
 
 
+def all_done(stages: Sequence[StagePlan]) -> bool:
+    """Whether every change is already applied (nothing pending, no issue)."""
+    return all(p.action is Action.SKIP for stage in stages for p in stage.changes)
+
+
 def needs_lock(stages: Sequence[StagePlan]) -> bool:
     """Whether the run has something to write before the first blocked stage."""
     for stage in stages:

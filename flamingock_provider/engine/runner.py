@@ -33,7 +33,13 @@ from flamingock_provider.engine.lock import (
     utc_now,
 )
 from flamingock_provider.engine.model import Action, AuditEntry, AuditState, TxStrategy
-from flamingock_provider.engine.planner import PlannedChange, StagePlan, needs_lock, plan
+from flamingock_provider.engine.planner import (
+    PlannedChange,
+    StagePlan,
+    all_done,
+    needs_lock,
+    plan,
+)
 from flamingock_provider.engine.result import ChangeOutcome, Outcome, RunResult
 from flamingock_provider.engine.store import AuditStore
 from flamingock_provider.engine.target import TargetSession, TargetSystem
@@ -85,6 +91,7 @@ class PipelineRunner:
         self.extra.update(extra_injectables or {})
         self.heartbeat = heartbeat
         self.hostname = socket.gethostname()
+        self._latest: Mapping[str, AuditEntry] = {}
 
     # -- entry points ---------------------------------------------------------------------
 
@@ -100,7 +107,9 @@ class PipelineRunner:
             return self._dry_run(execution_id)
         self.store.initialize()
         stages = plan(self.pipeline, self.store.read_latest())
-        if not needs_lock(stages):
+        if not needs_lock(stages) and (all_done(stages) or not self._lock_held()):
+            # Nothing to write; or a stage is blocked and no run is in progress that could
+            # still be turning its STARTED entries into APPLIED: the issues are real.
             return self._execute_plan(execution_id, stages, lease=None)
         lease = Lease(
             self.store,
@@ -112,26 +121,41 @@ class PipelineRunner:
             clock=self.clock,
             heartbeat=self.heartbeat,
         )
-        lease.acquire()
+        if not lease.acquire(give_up=self._work_done):
+            # Another runner held the lock and, while we waited, did all our work.
+            return self._execute_plan(execution_id, plan(self.pipeline, self._latest), None)
         try:
             stages = plan(self.pipeline, self.store.read_latest())
             return self._execute_plan(execution_id, stages, lease)
         finally:
             lease.release()
 
+    def _work_done(self) -> bool:
+        """While waiting for the lock: re-read, so waiters find finished work without it.
+
+        Only "everything applied" ends the wait. An apparent issue does not: it may be the
+        holder's change in progress (STARTED, not yet APPLIED); it is judged under the lock.
+        """
+        self._latest = self.store.read_latest()
+        return all_done(plan(self.pipeline, self._latest))
+
+    def _lock_held(self) -> bool:
+        holder = self.store.lock_holder(self.lock_key)
+        return holder is not None and holder.expires_at > self.clock()
+
     def _dry_run(self, execution_id: str) -> RunResult:
         latest = self.store.read_latest() if self.store.is_initialized() else {}
         outcomes: list[ChangeOutcome] = []
         issues: list[str] = []
+        blocked = False
         for stage in plan(self.pipeline, latest):
-            issues.extend(i.describe() for i in stage.issues)
+            stage_issues = stage.issues
+            issues.extend(i.describe() for i in stage_issues)
             for p in stage.changes:
-                outcome = {
-                    Action.SKIP: Outcome.SKIPPED,
-                    Action.MANUAL_INTERVENTION: Outcome.BLOCKED,
-                }.get(p.action, Outcome.PENDING)
+                outcome = _planned_outcome(p.action, stopped=blocked or bool(stage_issues))
                 outcomes.append(ChangeOutcome(p.change.id, stage.stage.name, outcome))
-                self.log.info("change %s: %s (dry run)", p.change.id, p.action.value)
+                self.log.info("change %s: %s (dry run)", p.change.id, outcome.value)
+            blocked = blocked or bool(stage_issues)
         return RunResult(execution_id, tuple(outcomes), dry_run=True, issues=tuple(issues))
 
     # -- execution ------------------------------------------------------------------------
@@ -142,12 +166,15 @@ class PipelineRunner:
         run = _RunState(execution_id, lock_taken=lease is not None)
         sessions: dict[str, TargetSession] = {}
         try:
+            # Open (and prepare) every target a pending change needs before the first audit
+            # write, so a missing marker table fails the run before anything is recorded.
+            for target_id in _pending_targets(stages):
+                self._session(target_id, sessions)
             for index, stage in enumerate(stages):
                 issues = stage.issues
                 if issues:
                     for p in stage.changes:
-                        blocked = p.action is Action.MANUAL_INTERVENTION
-                        run.add(p, Outcome.BLOCKED if blocked else Outcome.NOT_RUN)
+                        run.add(p, _planned_outcome(p.action, stopped=True))
                     run.not_run(stages[index + 1 :])
                     result = run.result(tuple(i.describe() for i in issues))
                     raise ManualInterventionRequired(stage.stage.name, issues, result=result)
@@ -241,6 +268,7 @@ class PipelineRunner:
     ) -> str | None:
         """Run one change with the write sequence of its strategy; return its error or None."""
         entry = self._entry_factory(change, strategy, execution_id)
+        started_at = self.clock()
         clock_start = time.monotonic()
 
         def elapsed() -> int:
@@ -260,21 +288,17 @@ class PipelineRunner:
             return None
 
         if strategy is TxStrategy.TX_SHARED:
-            phase = "apply"
             try:
                 with session.transaction() as tx:
                     self._append(entry(AuditState.STARTED), tx.audit_handle)
                     self._call(change, "apply", tx.injectables)
                     self._append(entry(AuditState.APPLIED, elapsed()), tx.audit_handle)
-                    phase = "commit"
             except AuditStoreError:
                 raise
             except Exception as err:
-                if phase == "commit" and self._committed(change.id, execution_id):
-                    return None  # the commit went through before the error reached us
-                self._append(entry(AuditState.STARTED))
-                self._append(entry(AuditState.FAILED, elapsed(), _trace(err)))
-                return _summary(err)
+                failed = entry(AuditState.FAILED, elapsed(), _trace(err))
+                started = replace(entry(AuditState.STARTED), created_at=started_at)
+                return self._after_shared_failure(change, failed, started, execution_id, err)
             return None
 
         # TX_SEPARATE_WITH_MARKER / TX_SEPARATE_NO_MARKER
@@ -325,13 +349,37 @@ class PipelineRunner:
         # Leave STARTED: the outcome is unknown, so the next run decides (marker) or a person.
         return f"commit outcome unknown, left STARTED: {_summary(err)}"
 
-    def _committed(self, change_id: str, execution_id: str) -> bool:
-        latest = self.store.read_latest().get(change_id)
-        return (
-            latest is not None
-            and latest.execution_id == execution_id
-            and latest.state is AuditState.APPLIED
-        )
+    def _after_shared_failure(
+        self,
+        change: ChangeDefinition,
+        failed: AuditEntry,
+        started: AuditEntry,
+        execution_id: str,
+        err: Exception,
+    ) -> str | None:
+        """Record a failed `TX_SHARED` change, after checking what its transaction left.
+
+        Normally nothing: the audit records were rolled back with the change, so the history
+        gets STARTED + FAILED outside the transaction and the next run applies it again.
+        FAILED is written first and STARTED carries the earlier start time: a crash between
+        the two writes leaves FAILED as the latest entry (apply again), never a lone STARTED.
+        Two exceptions: the commit went through before the error reached us (APPLIED is
+        there: success), or the database committed part of the transaction by itself
+        (MySQL/MariaDB commit DDL implicitly, so STARTED survived): partial effects may remain,
+        so FAILED is recorded as non-transactional, which needs a person unless ALWAYS_RETRY.
+        """
+        latest = self.store.read_latest().get(change.id)
+        if latest is not None and latest.execution_id == execution_id:
+            if latest.state is AuditState.APPLIED:
+                return None
+            self._append(replace(failed, tx_strategy=TxStrategy.NON_TX, transaction_flag=False))
+            return (
+                f"{_summary(err)} (the database committed part of the transaction implicitly, "
+                "e.g. DDL on MySQL/MariaDB: check the target)"
+            )
+        self._append(failed)
+        self._append(started)
+        return _summary(err)
 
     def _rollback(
         self, change: ChangeDefinition, session: TargetSession, entry: Callable[..., AuditEntry]
@@ -420,6 +468,27 @@ class _RunState:
         return RunResult(
             self.execution_id, tuple(self.outcomes), lock_taken=self.lock_taken, issues=issues
         )
+
+
+def _planned_outcome(action: Action, *, stopped: bool) -> Outcome:
+    """A change's outcome in a plan that is not executed (dry run, or a blocked stage)."""
+    if action is Action.SKIP:
+        return Outcome.SKIPPED
+    if action is Action.MANUAL_INTERVENTION:
+        return Outcome.BLOCKED
+    return Outcome.NOT_RUN if stopped else Outcome.PENDING
+
+
+def _pending_targets(stages: Sequence[StagePlan]) -> list[str]:
+    """Target ids of the changes the run may execute (up to the first blocked stage)."""
+    targets: list[str] = []
+    for stage in stages:
+        if stage.issues:
+            break
+        for p in stage.changes:
+            if p.action is not Action.SKIP and p.change.target_system not in targets:
+                targets.append(p.change.target_system)
+    return targets
 
 
 def _trace(err: BaseException) -> str:

@@ -11,6 +11,9 @@ DEFAULT_CONN_ID = "flamingock_default"
 
 HOOKS_BY_CONN_TYPE = {
     "flamingock_sql": "flamingock_provider.hooks.sql.FlamingockSqlHook",
+    "flamingock_dynamodb": "flamingock_provider.hooks.dynamodb.FlamingockDynamoDBHook",
+    "flamingock_mongodb": "flamingock_provider.hooks.mongodb.FlamingockMongoDBHook",
+    "flamingock_couchbase": "flamingock_provider.hooks.couchbase.FlamingockCouchbaseHook",
 }
 """Conn type -> hook class path. Stores that land later add their line here."""
 

@@ -12,7 +12,7 @@ from typing import Any
 from flamingock_provider.engine.errors import ValidationError
 
 _TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off", ""}
+_FALSE = {"false", "0", "no", "off"}
 
 
 def parse_extras(conn_id: str, extra: str | dict[str, Any] | None) -> dict[str, Any]:
@@ -38,8 +38,8 @@ def parse_extras(conn_id: str, extra: str | dict[str, Any] | None) -> dict[str, 
 
 def as_bool(conn_id: str, name: str, value: Any, default: bool) -> bool:
     """A boolean extra given as JSON boolean or as a string ("true", "false", "1", "0")."""
-    if value is None:
-        return default
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default  # unset, or a field cleared in the UI
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()

@@ -157,7 +157,10 @@ def sqlalchemy_url_for(conn_id: str) -> URL:
             f"({type(err).__name__}: {err}); use a flamingock_sql connection or a SQL "
             "provider's connection"
         ) from err
-    url = getattr(hook, "sqlalchemy_url", None)
+    try:
+        url = getattr(hook, "sqlalchemy_url", None)
+    except Exception:  # common-sql hooks raise NotImplementedError when they have none
+        url = None
     if url is None:
         raise ValidationError(
             f"Airflow connection '{conn_id}' (conn type '{conn.conn_type}') offers no SQLAlchemy "

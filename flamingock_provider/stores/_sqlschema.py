@@ -34,6 +34,8 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 DEFAULT_AUDIT_TABLE = "flamingockAuditLog"
 DEFAULT_LOCK_TABLE = "flamingockLock"
 DEFAULT_MARKER_TABLE = "flamingockMarker"
+READ_ONLY = "flamingock_read_only"
+"""Execution option for connections that only read: SQLite then begins without the write lock."""
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -63,17 +65,9 @@ class UtcDateTime(TypeDecorator[datetime]):
         return aware
 
 
-def audit_table(metadata: MetaData, name: str) -> Table:
-    """The append-only history: Flamingock's fields, snake_case."""
-    return Table(
-        name,
-        metadata,
-        Column(
-            "id",
-            BigInteger().with_variant(Integer(), "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
+def _entry_columns() -> list[Column[Any]]:
+    """The audit entry's fields as columns (fresh objects: a Column belongs to one table)."""
+    return [
         Column("execution_id", String(64), nullable=False),
         Column("stage_id", String(255), nullable=False, default=""),
         Column("change_id", String(255), nullable=False),
@@ -94,8 +88,47 @@ def audit_table(metadata: MetaData, name: str) -> Table:
         Column("change_order", String(64), nullable=False, default=""),
         Column("recovery_strategy", String(40), nullable=False),
         Column("transaction_flag", Boolean(), nullable=False, default=False),
+    ]
+
+
+ENTRY_COLUMNS = tuple(c.name for c in _entry_columns())
+
+
+def audit_table(metadata: MetaData, name: str) -> Table:
+    """The append-only history: Flamingock's fields, snake_case."""
+    return Table(
+        name,
+        metadata,
+        Column(
+            "id",
+            BigInteger().with_variant(Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        *_entry_columns(),
         UniqueConstraint("execution_id", "change_id", "state", name=f"{name}_uq"[:60]),
-        Index(f"{name}_latest"[:60], "change_id", "created_at"),
+        Index(f"{name}_change"[:60], "change_id", "created_at"),
+    )
+
+
+def latest_name(audit_name: str) -> str:
+    """The latest-entry table's name, derived from the history table's."""
+    return f"{audit_name}Latest"
+
+
+def latest_table(metadata: MetaData, audit_name: str) -> Table:
+    """The latest entry of each change, kept beside the history in the same transaction.
+
+    Planning reads this table: its cost grows with the number of changes, not with the
+    length of the history. ``priority`` is the state's tie-break rank.
+    """
+    name = latest_name(audit_name)
+    return Table(
+        name,
+        metadata,
+        *_entry_columns(),
+        Column("priority", Integer(), nullable=False),
+        PrimaryKeyConstraint("change_id", name=f"{name}_pk"[:60]),
     )
 
 
@@ -141,7 +174,8 @@ def build_engine(url: URL | str, **options: Any) -> Engine:
         engine = create_engine(url, connect_args=connect_args, **options)
         _sqlite_real_transactions(engine)
         return engine
-    options.setdefault("pool_pre_ping", True)
+    # No pool_pre_ping: it would cost a round trip per transaction. A connection the server
+    # dropped fails its statement (an AuditStoreError, the run stops) and is replaced.
     return create_engine(url, **options)
 
 
@@ -152,9 +186,10 @@ def _sqlite_real_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
             return
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if options.get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def database_identity(url: URL) -> tuple[str, str, int | None, str, str]:

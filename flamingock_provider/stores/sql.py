@@ -9,6 +9,7 @@ the same transaction. Expiry is decided by the runner's clock (times are passed 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import cached_property
@@ -19,12 +20,11 @@ from sqlalchemy import (
     Engine,
     MetaData,
     Table,
-    case,
     delete,
     func,
     insert,
     inspect,
-    or_,
+    literal,
     select,
     update,
 )
@@ -38,41 +38,24 @@ from flamingock_provider.engine.model import (
     LockRecord,
     Recovery,
     TxStrategy,
+    latest_entries,
 )
 from flamingock_provider.stores._sqlschema import (
     DEFAULT_AUDIT_TABLE,
     DEFAULT_LOCK_TABLE,
+    ENTRY_COLUMNS,
+    READ_ONLY,
     build_engine,
     database_identity,
+    latest_table,
 )
 from flamingock_provider.stores._sqlschema import audit_table as audit_table_def
 from flamingock_provider.stores._sqlschema import lock_table as lock_table_def
+from flamingock_provider.stores._sqlupsert import latest_upsert, lock_upsert
 
 T = TypeVar("T")
 
 _MYSQL_RETRYABLE = {1205, 1213}  # lock wait timeout, deadlock: another acquirer won this round
-_ENTRY_COLUMNS = (
-    "execution_id",
-    "stage_id",
-    "change_id",
-    "author",
-    "created_at",
-    "state",
-    "type",
-    "invoked_class",
-    "invoked_method",
-    "source_file",
-    "metadata",
-    "execution_millis",
-    "execution_hostname",
-    "error_trace",
-    "system_change",
-    "tx_strategy",
-    "target_system_id",
-    "change_order",
-    "recovery_strategy",
-    "transaction_flag",
-)
 
 
 class SqlAuditStore:
@@ -103,6 +86,12 @@ class SqlAuditStore:
         self._metadata = MetaData()
         self.audit: Table = audit_table_def(self._metadata, audit_table)
         self.lock: Table = lock_table_def(self._metadata, lock_table)
+        self.latest: Table = latest_table(self._metadata, audit_table)
+        self._tables = (self.audit, self.latest, self.lock)
+        # Built once: rows go in as parameters, so SQLAlchemy compiles each statement once.
+        # preserve_rowcount: SQLAlchemy reports INSERT row counts only when asked to.
+        self._history_insert = insert(self.audit).execution_options(preserve_rowcount=True)
+        self._latest_upsert = latest_upsert(self.dialect, self.latest)
         self._ready = False
 
     # -- identity -------------------------------------------------------------------------
@@ -127,21 +116,71 @@ class SqlAuditStore:
     # -- tables ---------------------------------------------------------------------------
 
     def initialize(self) -> None:
+        """Make sure the three tables exist with our columns: one query when they do."""
         if self._ready:
             return
+        if self._schema_matches():
+            self._ready = True
+            return
         if self.auto_create:
-            try:
-                self._metadata.create_all(self.engine, checkfirst=True)
-            except SQLAlchemyError:
-                # Another runner may have created them between our check and our CREATE.
-                if not self.is_initialized():
-                    raise
+            for attempt in range(1, 4):
+                try:
+                    self._metadata.create_all(self.engine, checkfirst=True)
+                    break
+                except SQLAlchemyError as err:
+                    # Another runner may be creating the same tables (on MySQL/MariaDB one
+                    # statement at a time): look again and create only what is still missing.
+                    if attempt == 3:
+                        raise self._error("create tables", err) from err
+                    time.sleep(0.2 * attempt)
         self._validate()
+        self._backfill_latest()
         self._ready = True
+
+    def _backfill_latest(self) -> None:
+        """Fill an empty latest-entry table from the history (a store made before it existed).
+
+        Runs only on the slow path of `initialize` (some table was missing); idempotent, as
+        the upsert keeps whichever entry ranks later.
+        """
+        count = select(func.count()).select_from(self.latest)
+        with self._reading() as conn:
+            if conn.execute(count).scalar():
+                return
+        history = self.read_history()
+        if not history:
+            return
+        rows = [{**_row(e), "priority": e.state.priority} for e in latest_entries(history).values()]
+
+        def fill(conn: Connection) -> None:
+            for row in rows:
+                conn.execute(self._latest_upsert, row)
+
+        self._guard("backfill latest", lambda: self._in_transaction(fill))
+
+    def _schema_matches(self) -> bool:
+        """Select every expected column of every table, no rows: fails if anything is missing.
+
+        The common case (tables in place) then costs one round trip; on failure the inspector
+        runs to name what is missing.
+        """
+        columns = [c for t in self._tables for c in t.columns]
+        audit, latest, lock = self._tables
+        # The join conditions only keep SQLAlchemy's cartesian-product linter quiet: no rows.
+        joined = audit.join(latest, latest.c.change_id == audit.c.change_id).join(
+            lock, lock.c["key"] == audit.c.change_id
+        )
+        probe = select(*columns).select_from(joined).where(literal(False))
+        try:
+            with self._reading() as conn:
+                conn.execute(probe).all()
+        except SQLAlchemyError:
+            return False
+        return True
 
     def is_initialized(self) -> bool:
         names = self._guard("inspect", lambda: set(inspect(self.engine).get_table_names()))
-        return {self.audit_table_name, self.lock_table_name} <= names
+        return {t.name for t in self._tables} <= names
 
     def _validate(self) -> None:
         def columns() -> dict[str, set[str]]:
@@ -149,12 +188,12 @@ class SqlAuditStore:
             found = set(inspector.get_table_names())
             return {
                 t.name: {c["name"] for c in inspector.get_columns(t.name)}
-                for t in (self.audit, self.lock)
+                for t in self._tables
                 if t.name in found
             }
 
         present = self._guard("inspect", columns)
-        for table in (self.audit, self.lock):
+        for table in self._tables:
             if table.name not in present:
                 raise AuditStoreError(
                     f"{self.description}: table '{table.name}' does not exist and auto_create "
@@ -175,19 +214,11 @@ class SqlAuditStore:
     # -- history --------------------------------------------------------------------------
 
     def read_latest(self) -> Mapping[str, AuditEntry]:
-        """One query: a window over the (change_id, created_at) index keeps the newest row."""
-        a = self.audit
-        priority = case({s.value: s.priority for s in AuditState}, value=a.c.state, else_=0)
-        rank = (
-            func.row_number()
-            .over(partition_by=a.c.change_id, order_by=(a.c.created_at.desc(), priority.desc()))
-            .label("rank")
-        )
-        ranked = select(*[a.c[name] for name in _ENTRY_COLUMNS], rank).subquery()
-        query = select(*[ranked.c[name] for name in _ENTRY_COLUMNS]).where(ranked.c.rank == 1)
+        """One query on the latest-entry table: cost follows the number of changes."""
+        query = select(*[self.latest.c[name] for name in ENTRY_COLUMNS])
 
         def run() -> dict[str, AuditEntry]:
-            with self.engine.connect() as conn:
+            with self._reading() as conn:
                 rows = conn.execute(query).mappings().all()
             return {row["change_id"]: self._entry(row) for row in rows}
 
@@ -195,29 +226,30 @@ class SqlAuditStore:
 
     def read_history(self, since: datetime | None = None) -> list[AuditEntry]:
         a = self.audit
-        query = select(*[a.c[name] for name in _ENTRY_COLUMNS]).order_by(a.c.created_at, a.c.id)
+        query = select(*[a.c[name] for name in ENTRY_COLUMNS]).order_by(a.c.created_at, a.c.id)
         if since is not None:
             query = query.where(a.c.created_at >= since)
 
         def run() -> list[AuditEntry]:
-            with self.engine.connect() as conn:
+            with self._reading() as conn:
                 return [self._entry(row) for row in conn.execute(query).mappings()]
 
         return self._guard("read_history", run)
 
     def append(self, entry: AuditEntry, transaction: object | None = None) -> None:
-        # preserve_rowcount: SQLAlchemy reports INSERT row counts only when asked to.
-        statement = (
-            insert(self.audit).values(**_row(entry)).execution_options(preserve_rowcount=True)
-        )
+        """Insert into the history and, in the same transaction, refresh the latest entry."""
+        row = _row(entry)
+        latest_row = {**row, "priority": entry.state.priority}
 
         def write(conn: Connection) -> None:
-            if conn.execute(statement).rowcount != 1:
+            if conn.execute(self._history_insert, row).rowcount != 1:
                 raise AuditStoreError(
                     f"{self.description}: audit insert for '{entry.change_id}' wrote no row",
                     store=self.description,
                     operation="append",
                 )
+            # No row changes when an entry ranking later is already there: that is fine.
+            conn.execute(self._latest_upsert, latest_row)
 
         if transaction is not None:
             if not isinstance(transaction, Connection) or not self.same_database(
@@ -238,18 +270,9 @@ class SqlAuditStore:
     def lock_acquire(self, key: str, owner: str, now: datetime, expires_at: datetime) -> bool:
         if self.dialect in ("mysql", "mariadb"):
             return self._acquire_under_row_lock(key, owner, now, expires_at)
-        module = __import__(f"sqlalchemy.dialects.{self.dialect}", fromlist=["insert"])
-        lk = self.lock
         values = {"key": key, "status": "LOCK_HELD", "owner": owner, "expires_at": expires_at}
-        upsert = module.insert(lk).values(**values).execution_options(preserve_rowcount=True)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[lk.c["key"]],
-            set_={
-                "owner": upsert.excluded.owner,
-                "status": upsert.excluded.status,
-                "expires_at": upsert.excluded.expires_at,
-            },
-            where=or_(lk.c.expires_at <= now, lk.c.owner == owner),
+        upsert = lock_upsert(self.dialect, self.lock, values, now).execution_options(
+            preserve_rowcount=True
         )
         return self._guard(
             "lock_acquire", lambda: self._in_transaction(lambda c: c.execute(upsert).rowcount == 1)
@@ -303,7 +326,7 @@ class SqlAuditStore:
         query = select(lk.c.owner, lk.c.expires_at, lk.c.status).where(lk.c["key"] == key)
 
         def run() -> LockRecord | None:
-            with self.engine.connect() as conn:
+            with self._reading() as conn:
                 row = conn.execute(query).first()
             return None if row is None else LockRecord(key, row.owner, row.expires_at, row.status)
 
@@ -315,6 +338,18 @@ class SqlAuditStore:
             del self.__dict__["engine"]
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _reading(self) -> Connection:
+        """A connection for single-statement reads.
+
+        PostgreSQL and SQLite read in autocommit: no BEGIN/ROLLBACK around the one SELECT, so a
+        read is one round trip, and on SQLite it takes no write lock. MySQL/MariaDB keep an
+        implicit transaction: switching pymysql to autocommit would cost two extra round trips.
+        """
+        conn = self.engine.connect()
+        if self.dialect in ("mysql", "mariadb"):
+            return conn
+        return conn.execution_options(isolation_level="AUTOCOMMIT", **{READ_ONLY: True})
 
     def _in_transaction(self, work: Callable[[Connection], T]) -> T:
         with self.engine.begin() as conn:

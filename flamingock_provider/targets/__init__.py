@@ -10,14 +10,26 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from flamingock_provider.targets.couchbase import CouchbaseTargetSystem
+    from flamingock_provider.targets.dynamodb import DynamoDBTargetSystem
     from flamingock_provider.targets.hook import HookTargetSystem
+    from flamingock_provider.targets.mongodb import MongoDBTargetSystem
     from flamingock_provider.targets.sql import SqlTargetSystem
 
-__all__ = ["HookTargetSystem", "SqlTargetSystem"]
+__all__ = [
+    "CouchbaseTargetSystem",
+    "DynamoDBTargetSystem",
+    "HookTargetSystem",
+    "MongoDBTargetSystem",
+    "SqlTargetSystem",
+]
 
 _WHERE = {
     "SqlTargetSystem": "flamingock_provider.targets.sql",
     "HookTargetSystem": "flamingock_provider.targets.hook",
+    "MongoDBTargetSystem": "flamingock_provider.targets.mongodb",
+    "DynamoDBTargetSystem": "flamingock_provider.targets.dynamodb",
+    "CouchbaseTargetSystem": "flamingock_provider.targets.couchbase",
 }
 
 

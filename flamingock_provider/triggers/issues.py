@@ -54,10 +54,13 @@ class FlamingockIssueTrigger(BaseTrigger):
 
         from flamingock_provider.engine.errors import FlamingockError
         from flamingock_provider.engine.issues import scan
-        from flamingock_provider.hooks import hook_for_connection
+        from flamingock_provider.hooks import _not_found, hook_for_connection
 
         try:
-            conn = await BaseHook.aget_connection(self.audit_conn_id)
+            try:
+                conn = await BaseHook.aget_connection(self.audit_conn_id)
+            except Exception as err:
+                raise _not_found(self.audit_conn_id, err) from err
             hook = hook_for_connection(conn, self.audit_conn_id)
             store = hook.get_audit_store()
         except FlamingockError as err:

@@ -231,3 +231,189 @@ def packages(tmp_path: Path) -> Iterator[Packages]:
         for module in [m for m in sys.modules if m.startswith(prefix)]:
             del sys.modules[module]
         importlib.invalidate_caches()
+
+
+# -- issues: the CLI, DAGs built by a test, the fix DAG, triggers ------------------------
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What one ``flamingock-airflow`` invocation returned and printed."""
+
+    code: int | str | None
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        """Standard output read as JSON (the ``--json`` forms)."""
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run ``flamingock_provider.cli.main`` in this process: ``cli("issue", "list")``.
+
+    argparse rejects bad usage by raising ``SystemExit(2)``, as the console script would exit;
+    that code is returned like any other.
+    """
+    import io
+
+    from flamingock_provider.cli import main
+
+    def run(*argv: str) -> CliResult:
+        capsys.readouterr()
+        out = io.StringIO()
+        try:
+            code: int | str | None = main(list(argv), out)
+        except SystemExit as exit_:
+            code = exit_.code
+        captured = capsys.readouterr()
+        return CliResult(code, out.getvalue() + captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path, sql_connection: Callable[..., None]) -> Callable[[str], SqliteDb]:
+    """``sqlite_db(conn_id)``: a further SQLite database under ``tmp_path``, as ``conn_id``."""
+
+    def make(conn_id: str) -> SqliteDb:
+        db = SqliteDb(sqlite_url(tmp_path / f"{conn_id}.db"))
+        sql_connection(conn_id, db.url)
+        return db
+
+    return make
+
+
+@pytest.fixture
+def register_dag(airflow_db: Path, tmp_path: Path) -> Callable[[Any], Any]:
+    """Serialise a DAG built in a test into the metadata database, so ``dag.test()`` can run it.
+
+    ``dag.test()`` only runs DAGs the metadata database knows; a test's own DAG is not in the
+    dags folder, so it is written there the way the DAG processor would write it.
+    """
+
+    def register(dag: Any) -> Any:
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
+        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+        DagBundlesManager().sync_bundles_to_db()
+        bag = DagBag(dag_folder=str(tmp_path), collect_dags=False)
+        bag.bag_dag(dag)
+        sync_bag_to_db(bag, "dags-folder", None)
+        return dag
+
+    return register
+
+
+@pytest.fixture
+def fix_issue_dag(airflow_db: Path, dags_folder: Path) -> Any:
+    """``dags/flamingock_fix_issue.py``, parsed by Airflow's own DagBag, fresh for each test.
+
+    Fresh because ``dag.test(run_conf=...)`` runs tasks in this process and leaves the run's
+    params on the task objects: a shared DAG would carry one test's conf into the next.
+    """
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(dags_folder / "flamingock_fix_issue.py"))
+    assert {} == bag.import_errors
+    return bag.get_dag("flamingock_fix_issue")
+
+
+TRIGGERER_THREAD = "flamingock-test-triggerer"
+
+
+@dataclass(frozen=True)
+class TriggerRun:
+    """What a trigger did while a test watched it on a real event loop."""
+
+    before: list[Any]
+    """Events yielded before the test's ``resolve`` step ran."""
+    event: Any
+    """The first event the trigger yielded."""
+    longest_stall: float
+    """Longest gap, in seconds, between ticks of a 10 ms ticker sharing the loop."""
+    loop_thread: str = TRIGGERER_THREAD
+    """Name of the thread that ran the event loop."""
+
+
+@pytest.fixture
+def watch_trigger() -> Callable[..., TriggerRun]:
+    """Run a trigger's ``run()`` under ``asyncio.run`` beside a ticker that detects blocking.
+
+    ``watch(trigger, resolve=fn, settle=0.3)``: the event loop runs in its own thread (named
+    `TRIGGERER_THREAD`), as in a triggerer; after ``settle`` seconds the test notes what the
+    trigger yielded so far, runs ``fn`` in the test's main thread (the fix, made elsewhere;
+    ``dag.test()`` needs the main thread), then waits at most ``wait`` seconds for the first
+    event. A trigger that never fires is cancelled and fails the test.
+    """
+    import asyncio
+    import contextlib
+    import threading
+    import time
+
+    def watch(
+        trigger: Any,
+        resolve: Callable[[], Any] | None = None,
+        settle: float = 0.3,
+        wait: float = 15.0,
+    ) -> TriggerRun:
+        events: list[Any] = []
+        gaps: list[float] = []
+        errors: list[BaseException] = []
+        started = threading.Event()
+        running: dict[str, Any] = {}
+
+        async def consume() -> None:
+            async with contextlib.aclosing(trigger.run()) as stream:
+                async for event in stream:
+                    events.append(event)
+                    return
+
+        async def tick() -> None:
+            loop = asyncio.get_running_loop()
+            last = loop.time()
+            while True:
+                await asyncio.sleep(0.01)
+                now = loop.time()
+                gaps.append(now - last)
+                last = now
+
+        async def main() -> None:
+            running["loop"] = asyncio.get_running_loop()
+            running["task"] = asyncio.current_task()
+            started.set()
+            ticker = asyncio.create_task(tick())
+            try:
+                await consume()
+            finally:
+                ticker.cancel()
+
+        def loop_thread() -> None:
+            try:
+                asyncio.run(main())
+            except BaseException as err:  # reported in the test's thread
+                errors.append(err)
+            finally:
+                started.set()
+
+        thread = threading.Thread(target=loop_thread, name=TRIGGERER_THREAD, daemon=True)
+        thread.start()
+        started.wait(10)
+        time.sleep(settle)
+        before = list(events)
+        try:
+            if resolve is not None:
+                resolve()
+        finally:
+            thread.join(wait)
+            if thread.is_alive():
+                running["loop"].call_soon_threadsafe(running["task"].cancel)
+                thread.join(5)
+        if errors and not isinstance(errors[0], asyncio.CancelledError):
+            raise errors[0]
+        if not events:
+            pytest.fail(f"the trigger yielded no event within {wait} s")
+        return TriggerRun(before, events[0], max(gaps, default=0.0))
+
+    return watch

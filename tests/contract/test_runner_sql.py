@@ -38,6 +38,7 @@ from flamingock_provider.engine.errors import (
     ManualInterventionRequired,
     ValidationError,
 )
+from flamingock_provider.engine.lock import DEFAULT_KEY
 from flamingock_provider.engine.model import AuditEntry, AuditState, TxStrategy, issues_in
 from flamingock_provider.engine.result import Outcome, RunResult
 from flamingock_provider.stores.sql import SqlAuditStore
@@ -290,24 +291,12 @@ def test_tx_shared_failure_keeps_neither_rows_nor_in_transaction_audit(world: Sc
     assert (["change-01"], {"change-01": 1}) == (retry.applied, world.counts(world.audit_url))
 
 
-def test_tx_shared_failure_after_ddl_reports_the_change_error(
-    world: Scenario, request: pytest.FixtureRequest
-) -> None:
+def test_tx_shared_failure_after_ddl_reports_the_change_error(world: Scenario) -> None:
     """A TX_SHARED change that creates a table and then raises fails as itself, recorded FAILED.
 
     The run must end in `ChangeFailedError` naming the change and carrying its own error, with
     FAILED as the change's latest entry, whatever the dialect does with DDL in a transaction.
     """
-    if world.backend.id == "mariadb":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="MariaDB commits DDL implicitly, which commits the in-transaction STARTED; "
-                "runner.py's TX_SHARED failure path then appends STARTED again and the "
-                "duplicate raises AuditStoreError, hiding the change's error; FAILED is never "
-                "written",
-            )
-        )
     made = world.backend.name("made")
     source = f"""
         from sqlalchemy import text
@@ -467,6 +456,8 @@ def test_bad_input_is_refused_before_anything_is_written(
 def test_racing_processes_apply_each_change_exactly_once(world: Scenario, where: str) -> None:
     """Four processes started together on a fresh store: each change runs once, all succeed.
 
+    The store's tables do not exist yet, so the processes also race to create them.
+
     With the target elsewhere the audit database is free while a change runs, so on SQLite too
     only the pipeline lock keeps the other processes from running the same change.
     """
@@ -474,9 +465,6 @@ def test_racing_processes_apply_each_change_exactly_once(world: Scenario, where:
     url = world.audit_url if where == "audit" else world.other_url
     stage = world.stage(*(ChangeSource(i, sleep=0.02) for i in ids))
     target = world.target(url)
-    # Tables first: concurrent first-time initialisation has a test of its own
-    # (test_store_contract.py::test_initialize_completes_when_another_runner_is_midway).
-    world.store().initialize()
     go = world.tmp_path / "go"
     ready = [world.tmp_path / f"ready-{n}" for n in range(4)]
 
@@ -491,7 +479,7 @@ def test_racing_processes_apply_each_change_exactly_once(world: Scenario, where:
     assert dict.fromkeys(ids, 1) == dict(applied)
     assert dict.fromkeys(ids, 1) == world.counts(url)
     assert ids == [e.change_id for e in world.history() if e.state is AuditState.APPLIED]
-    assert None is world.store().lock_holder("DEFAULT_KEY")
+    assert None is world.store().lock_holder(DEFAULT_KEY)
 
 
 # -- crashes ---------------------------------------------------------------------------------
@@ -518,7 +506,7 @@ def test_sigkill_mid_transaction_is_applied_once_by_the_next_run(
     assert (["change-01"], ["change-02"]) == (result.skipped, result.applied)
     assert {"change-01": 1, "change-02": 1} == world.counts(url)
     store = world.store()
-    assert ([], None) == (issues_in(store.read_latest()), store.lock_holder("DEFAULT_KEY"))
+    assert ([], None) == (issues_in(store.read_latest()), store.lock_holder(DEFAULT_KEY))
     expected = ["STARTED", "APPLIED"] if where == "audit" else ["STARTED", "STARTED", "APPLIED"]
     assert expected == [e.state.value for e in world.history("change-02")]
 
@@ -540,34 +528,33 @@ def test_sigkill_mid_non_tx_change_becomes_an_issue(world: Scenario) -> None:
     assert [("STARTED", "NON_TX")] == _states(world.history("change-02"))
 
 
-@pytest.mark.parametrize(
-    ("where", "outcome"),
-    [("other", Outcome.RECOVERED), ("audit", Outcome.APPLIED)],
-    ids=["TX_SEPARATE_WITH_MARKER", "TX_SHARED"],
-)
-def test_killed_before_writing_applied_is_resolved_without_a_person(
-    world: Scenario, where: str, outcome: Outcome
-) -> None:
-    """A runner dying just before it writes APPLIED leaves no issue and no second application.
+def test_killed_after_commit_before_applied_is_recovered_by_its_marker(world: Scenario) -> None:
+    """A runner dying between the commit and APPLIED leaves no issue and no second application.
 
-    With a marker the commit happened: the next run finds the marker, records APPLIED and does
-    not run the change again. Under TX_SHARED APPLIED belongs to the transaction, so nothing
-    committed and the next run applies the change for the first time.
+    TX_SEPARATE_WITH_MARKER: the marker committed with the change, so the next run records
+    APPLIED (RECOVERED) without running the change again, and clears the marker. (Under
+    TX_SHARED, APPLIED is part of the transaction: dying there is dying mid-transaction.)
     """
-    url = world.audit_url if where == "audit" else world.other_url
+    url = world.other_url
     stage = world.stage(ChangeSource("change-01"))
     target = world.target(url)
     dead = world.worker(stage, target, lease=1.0, die_before_applied=True)
     dead.communicate(timeout=WORKER_TIMEOUT)
     rows_after_kill = world.counts(url)
+    markers_after_kill = world.markers(url)
 
     result = world.run(stage, target)
 
-    assert -signal.SIGKILL == dead.returncode
-    assert ({"change-01": 1} if where == "other" else {}) == rows_after_kill
-    assert [("change-01", outcome)] == [(o.change_id, o.outcome) for o in result.outcomes]
-    assert {"change-01": 1} == world.counts(url)
+    assert (-signal.SIGKILL, {"change-01": 1}, 1) == (
+        dead.returncode,
+        rows_after_kill,
+        markers_after_kill,
+    )
+    assert [("change-01", Outcome.RECOVERED)] == [(o.change_id, o.outcome) for o in result.outcomes]
+    assert ({"change-01": 1}, 0) == (world.counts(url), world.markers(url))
     assert [] == issues_in(world.store().read_latest())
-    assert "APPLIED" == world.history("change-01")[-1].state.value
-    if where == "other":
-        assert 0 == world.markers(url)
+    history = world.history("change-01")
+    assert (["STARTED", "APPLIED"], 1) == (
+        [e.state.value for e in history],
+        len({e.execution_id for e in history}),
+    )

@@ -223,7 +223,7 @@ def test_a_failed_rollback_is_an_issue_unless_always_retry(
         assert "'c2'" in str(err)
         assert "ROLLBACK_FAILED" in str(err)
         assert calls_before == sc.common.CALLS  # nothing of the stage ran
-        assert {"c1": O.NOT_RUN, "c2": O.BLOCKED, "c3": O.NOT_RUN, "c4": O.NOT_RUN} == (
+        assert {"c1": O.SKIPPED, "c2": O.BLOCKED, "c3": O.NOT_RUN, "c4": O.NOT_RUN} == (
             outcomes_of(err.result)
         )
     else:
@@ -503,15 +503,20 @@ def test_dry_run_on_a_fresh_store_writes_nothing(scenario):
 
 
 def test_dry_run_reports_skipped_blocked_and_pending_without_writing(scenario, outcomes_of):
-    """On a used store the dry run shows each change's fate and the issues, writing nothing."""
-    sc = scenario({"s1": ["c1"], "s2": ["c2", "c3"]})
+    """On a used store the dry run shows each change's fate and the issues, writing nothing.
+
+    As in a real run, a blocked stage stops the pipeline: its own pending changes and every
+    later stage's are NOT_RUN; pending changes before it are PENDING.
+    """
+    sc = scenario({"s0": ["c0"], "s1": ["c1"], "s2": ["c2", "c3"], "s3": ["c4"]})
     sc.record("c1", S.APPLIED)
     sc.record("c2", S.FAILED, execution_id="E")
     appends = sc.store.calls["append"]
 
     result = sc.run(dry_run=True)
 
-    assert {"c1": O.SKIPPED, "c2": O.BLOCKED, "c3": O.PENDING} == outcomes_of(result)
+    expected = {"c0": O.PENDING, "c1": O.SKIPPED, "c2": O.BLOCKED, "c3": O.NOT_RUN, "c4": O.NOT_RUN}
+    assert expected == outcomes_of(result)
     assert 1 == len(result.issues)
     assert "'c2'" in result.issues[0]
     assert appends == sc.store.calls["append"]

@@ -1,0 +1,1 @@
+"""Example change units on a Couchbase bucket: an inventory, key-value operations only."""

@@ -1,0 +1,1 @@
+"""Change units of the MongoDB example: a product catalog (see flamingock_mongodb_example.py)."""
