@@ -14,10 +14,9 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook
-
 from flamingock_provider.engine.errors import ValidationError
-from flamingock_provider.hooks._extras import as_bool, parse_extras
+from flamingock_provider.hooks._base import FlamingockHook
+from flamingock_provider.hooks._extras import as_bool
 
 if TYPE_CHECKING:
     from flamingock_provider.stores._couchbase_cluster import ClusterHandle, ClusterSettings
@@ -27,7 +26,7 @@ DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
 TEST_CONNECTION_TIMEOUT_SECONDS = 5.0
 
 
-class FlamingockCouchbaseHook(BaseHook):
+class FlamingockCouchbaseHook(FlamingockHook):
     """Connect to a Couchbase cluster holding a Flamingock audit store.
 
     :param flamingock_conn_id: the Airflow connection id (conn type ``flamingock_couchbase``).
@@ -36,38 +35,20 @@ class FlamingockCouchbaseHook(BaseHook):
         `flamingock_provider.testing_couchbase`); the caller keeps and closes it.
     """
 
-    conn_name_attr = "flamingock_conn_id"
-    default_conn_name = "flamingock_default"
     conn_type = "flamingock_couchbase"
     hook_name = "Flamingock Couchbase audit store"
+    ui_field_behaviour_name = "COUCHBASE_UI_FIELD_BEHAVIOUR"
 
     def __init__(
         self,
-        flamingock_conn_id: str = default_conn_name,
+        flamingock_conn_id: str = FlamingockHook.default_conn_name,
         *,
         connection: Any = None,
         cluster: Any = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.flamingock_conn_id = flamingock_conn_id
-        self._connection = connection
+        super().__init__(flamingock_conn_id, connection=connection, **kwargs)
         self._cluster = cluster
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The same form description Airflow reads from the provider info (one source)."""
-        from flamingock_provider._provider_info import COUCHBASE_UI_FIELD_BEHAVIOUR
-
-        return COUCHBASE_UI_FIELD_BEHAVIOUR
-
-    @cached_property
-    def connection(self) -> Any:
-        return self._connection or self.get_connection(self.flamingock_conn_id)
-
-    @cached_property
-    def extras(self) -> dict[str, Any]:
-        return parse_extras(self.flamingock_conn_id, self.connection.extra)
 
     def _fail(self, what: str) -> ValidationError:
         return ValidationError(f"Airflow connection '{self.flamingock_conn_id}': {what}")
@@ -210,9 +191,3 @@ class FlamingockCouchbaseHook(BaseHook):
         """Close the cluster if this hook opened it."""
         if "cluster_handle" in self.__dict__:
             self.cluster_handle.close()
-
-    def __enter__(self) -> FlamingockCouchbaseHook:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from flamingock_provider.engine.errors import ValidationError
+from flamingock_provider.hooks._base import FlamingockHook
 from flamingock_provider.hooks._extras import as_bool, parse_extras
 
 if TYPE_CHECKING:
@@ -22,38 +23,15 @@ if TYPE_CHECKING:
 CLIENT_EXTRAS = ("region_name", "endpoint_url", "aws_session_token")
 
 
-class FlamingockDynamoDBHook(BaseHook):
+class FlamingockDynamoDBHook(FlamingockHook):
     """Connect to a DynamoDB audit store (Amazon DynamoDB, or DynamoDB Local).
 
     :param flamingock_conn_id: the Airflow connection id (conn type ``flamingock_dynamodb``).
     """
 
-    conn_name_attr = "flamingock_conn_id"
-    default_conn_name = "flamingock_default"
     conn_type = "flamingock_dynamodb"
     hook_name = "Flamingock DynamoDB audit store"
-
-    def __init__(
-        self, flamingock_conn_id: str = default_conn_name, *, connection: Any = None, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.flamingock_conn_id = flamingock_conn_id
-        self._connection = connection
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The same form description Airflow reads from the provider info (one source)."""
-        from flamingock_provider._provider_info import DYNAMODB_UI_FIELD_BEHAVIOUR
-
-        return DYNAMODB_UI_FIELD_BEHAVIOUR
-
-    @cached_property
-    def connection(self) -> Any:
-        return self._connection or self.get_connection(self.flamingock_conn_id)
-
-    @cached_property
-    def extras(self) -> dict[str, Any]:
-        return parse_extras(self.flamingock_conn_id, self.connection.extra)
+    ui_field_behaviour_name = "DYNAMODB_UI_FIELD_BEHAVIOUR"
 
     @cached_property
     def client_options(self) -> dict[str, Any]:
@@ -112,13 +90,6 @@ class FlamingockDynamoDBHook(BaseHook):
             if secret:
                 text = text.replace(str(secret), "***")
         return text
-
-    def __enter__(self) -> FlamingockDynamoDBHook:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if "_store" in self.__dict__:
-            self._store.close()
 
 
 def client_options(connection: Any, extras: dict[str, Any]) -> dict[str, Any]:

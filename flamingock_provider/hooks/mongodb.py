@@ -16,9 +16,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
-from airflow.sdk import BaseHook
-
 from flamingock_provider.engine.errors import ValidationError
+from flamingock_provider.hooks._base import FlamingockHook
 from flamingock_provider.hooks._extras import as_bool, parse_extras
 
 if TYPE_CHECKING:
@@ -167,7 +166,7 @@ def _write_concern(fail: Any, value: Any) -> dict[str, Any]:
     return concern
 
 
-class FlamingockMongoDBHook(BaseHook):
+class FlamingockMongoDBHook(FlamingockHook):
     """Connect to a MongoDB audit store.
 
     :param flamingock_conn_id: the Airflow connection id (conn type ``flamingock_mongodb``).
@@ -178,36 +177,22 @@ class FlamingockMongoDBHook(BaseHook):
         which may name their database themselves).
     """
 
-    conn_name_attr = "flamingock_conn_id"
-    default_conn_name = "flamingock_default"
     conn_type = "flamingock_mongodb"
     hook_name = "Flamingock MongoDB audit store"
+    ui_field_behaviour_name = "MONGODB_UI_FIELD_BEHAVIOUR"
 
     def __init__(
         self,
-        flamingock_conn_id: str = default_conn_name,
+        flamingock_conn_id: str = FlamingockHook.default_conn_name,
         *,
         connection: Any = None,
         client: Any = None,
         require_database: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.flamingock_conn_id = flamingock_conn_id
-        self._connection = connection
+        super().__init__(flamingock_conn_id, connection=connection, **kwargs)
         self._client = client
         self._require_database = require_database
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The same form description Airflow reads from the provider info (one source)."""
-        from flamingock_provider._provider_info import MONGODB_UI_FIELD_BEHAVIOUR
-
-        return MONGODB_UI_FIELD_BEHAVIOUR
-
-    @cached_property
-    def connection(self) -> Any:
-        return self._connection or self.get_connection(self.flamingock_conn_id)
 
     @cached_property
     def settings(self) -> MongoSettings:
@@ -301,10 +286,8 @@ class FlamingockMongoDBHook(BaseHook):
                 message = message.replace(secret, "***")
             return False, message
 
-    def __enter__(self) -> FlamingockMongoDBHook:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """Close the store, or the client this hook built when no store was made."""
         if "_store" in self.__dict__:
             self._store.close()
         elif "_conn" in self.__dict__ and self._client is None:

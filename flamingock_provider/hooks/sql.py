@@ -8,12 +8,13 @@ The password is never rendered into a message: descriptions hide it.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from airflow.sdk import BaseHook
 
 from flamingock_provider.engine.errors import ValidationError
-from flamingock_provider.hooks._extras import as_bool, parse_extras
+from flamingock_provider.hooks._base import FlamingockHook
+from flamingock_provider.hooks._extras import as_bool
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -24,38 +25,15 @@ if TYPE_CHECKING:
 DEFAULT_DIALECT = "postgresql+psycopg"
 
 
-class FlamingockSqlHook(BaseHook):
+class FlamingockSqlHook(FlamingockHook):
     """Connect to a SQL audit store (SQLite, PostgreSQL, MySQL/MariaDB).
 
     :param flamingock_conn_id: the Airflow connection id (conn type ``flamingock_sql``).
     """
 
-    conn_name_attr = "flamingock_conn_id"
-    default_conn_name = "flamingock_default"
     conn_type = "flamingock_sql"
     hook_name = "Flamingock SQL audit store"
-
-    def __init__(
-        self, flamingock_conn_id: str = default_conn_name, *, connection: Any = None, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.flamingock_conn_id = flamingock_conn_id
-        self._connection = connection
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The same form description Airflow reads from the provider info (one source)."""
-        from flamingock_provider._provider_info import SQL_UI_FIELD_BEHAVIOUR
-
-        return SQL_UI_FIELD_BEHAVIOUR
-
-    @cached_property
-    def connection(self) -> Any:
-        return self._connection or self.get_connection(self.flamingock_conn_id)
-
-    @cached_property
-    def extras(self) -> dict[str, Any]:
-        return parse_extras(self.flamingock_conn_id, self.connection.extra)
+    ui_field_behaviour_name = "SQL_UI_FIELD_BEHAVIOUR"
 
     @cached_property
     def sqlalchemy_url(self) -> URL:
@@ -126,13 +104,6 @@ class FlamingockSqlHook(BaseHook):
             if password:
                 message = message.replace(password, "***")
             return False, message
-
-    def __enter__(self) -> FlamingockSqlHook:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if "_store" in self.__dict__:
-            self._store.close()
 
 
 def sqlalchemy_url_for(conn_id: str) -> URL:
