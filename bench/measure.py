@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import workload
-from sqlalchemy import insert
 
 from flamingock_provider.engine.issues import scan
 from flamingock_provider.engine.lock import Lease
 from flamingock_provider.engine.model import AuditEntry
-from flamingock_provider.stores.sql import _row
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -69,7 +67,7 @@ def apply_vs_floor(backend: Any, package: str, changes: int) -> dict[str, Any]:
 
 def rerun(backend: Any, applied_store: Any, pipeline: Any) -> dict[str, Any]:
     """A new runner on a store where everything is applied: round trips, time, lock."""
-    store = backend.store(prefix=applied_store.audit_table_name[: -len("audit")])
+    store = backend.store(prefix=backend.prefix_of(applied_store))
     with backend.round_trips(store) as counter:
         started = time.perf_counter()
         result = workload.run(store, pipeline)
@@ -82,34 +80,31 @@ def rerun(backend: Any, applied_store: Any, pipeline: Any) -> dict[str, Any]:
     }
 
 
-def _older_copies(entries: list[AuditEntry], copies: int) -> list[dict[str, Any]]:
-    rows = []
-    for n in range(1, copies + 1):
-        for e in entries:
-            older = replace(
-                e, execution_id=str(uuid.uuid4()), created_at=e.created_at - timedelta(days=n)
-            )
-            rows.append(_row(older))
-    return rows
+def _older_copies(entries: list[AuditEntry], copies: int) -> list[AuditEntry]:
+    """``copies`` older executions of every entry (a day apart, fresh execution ids)."""
+    return [
+        replace(e, execution_id=str(uuid.uuid4()), created_at=e.created_at - timedelta(days=n))
+        for n in range(1, copies + 1)
+        for e in entries
+    ]
 
 
-def _grow_history(store: Any, copies: int) -> int:
-    """Add ``copies`` older executions of every entry straight into the history table.
+def _grow_history(backend: Any, store: Any, copies: int) -> int:
+    """Add ``copies`` older executions of every entry straight into the history; its length.
 
-    Older entries never change a change's latest entry, so the latest table stays right.
+    Older entries never change a change's latest entry, so the latest record stays right.
     """
-    rows = _older_copies(store.read_history(), copies)
-    with store.engine.begin() as conn:
-        for start in range(0, len(rows), 5000):
-            conn.execute(insert(store.audit), rows[start : start + 5000])
-    return len(store.read_history())
+    entries = store.read_history()
+    older = _older_copies(entries, copies)
+    backend.add_history(store, older)
+    return len(entries) + len(older)
 
 
-def planning_growth(store: Any) -> dict[str, Any]:
+def planning_growth(backend: Any, store: Any) -> dict[str, Any]:
     """read_latest at a fixed number of changes, history x1 then x10."""
     before_len = len(store.read_history())
     before = median_time(store.read_latest)
-    after_len = _grow_history(store, 9)
+    after_len = _grow_history(backend, store, 9)
     after = median_time(store.read_latest)
     return {"history": (before_len, after_len), "s": (before, after), "ratio": after / before}
 
@@ -121,7 +116,7 @@ def sensor_poke(backend: Any, package: str) -> dict[str, Any]:
     small_len = len(store.read_history())
     small = median_time(lambda: scan(store), repeat=7)
     copies = max(1, 100_000 // small_len - 1)
-    big_len = _grow_history(store, copies)
+    big_len = _grow_history(backend, store, copies)
     big = median_time(lambda: scan(store), repeat=7)
     return {"history": (small_len, big_len), "s": (small, big), "ratio": big / small}
 
@@ -136,7 +131,7 @@ def race(backend: Any, root: str, package: str, changes: int, processes: int) ->
             [
                 sys.executable,
                 str(HERE / "race_worker.py"),
-                backend.url,
+                json.dumps(backend.spec()),
                 prefix,
                 root,
                 package,

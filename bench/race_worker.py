@@ -1,4 +1,8 @@
-"""One racing runner: import everything, say ready, wait for the start file, run, report JSON."""
+"""One racing runner: import everything, say ready, wait for the start file, run, report JSON.
+
+Usage: ``race_worker.py <backend spec JSON> <prefix> <package root> <package> <start file>``;
+the store is rebuilt from `backends.Backend.spec` (a shared store: SQL, DynamoDB Local).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-from flamingock_provider.stores.sql import SqlAuditStore
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workload
+from backends import store_from_spec
 
 
-def main(url: str, prefix: str, root: str, package: str, start_file: str) -> None:
+def main(spec: str, prefix: str, root: str, package: str, start_file: str) -> None:
     sys.path.insert(0, root)
     pipeline = workload.pipeline_for(package)
-    store = SqlAuditStore(url, audit_table=f"{prefix}audit", lock_table=f"{prefix}lock")
+    store = store_from_spec(json.loads(spec), prefix)
     print("ready", flush=True)
     start = Path(start_file)
     while not start.exists():

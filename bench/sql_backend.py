@@ -3,26 +3,63 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
+from backends import REPO, Backend, Counter, new_prefix
 from sqlalchemy import event, insert
 
 from flamingock_provider.engine.model import AuditEntry
 from flamingock_provider.stores._sqlupsert import latest_upsert
 from flamingock_provider.stores.sql import SqlAuditStore, _row
 
+SERVERS = (
+    ("PostgreSQL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    ("MariaDB", "mysql+pymysql://root@127.0.0.1:3306/test"),
+)
 
-class Counter:
-    def __init__(self) -> None:
-        self.count = 0
+
+def available() -> Iterator[SqlBackend]:
+    """SQLite (a file under .cache/), then each SQL server that answers on loopback."""
+    from sqlalchemy import create_engine, text
+
+    sqlite = REPO / ".cache" / "bench-audit.db"
+    sqlite.parent.mkdir(exist_ok=True)
+    sqlite.unlink(missing_ok=True)
+    yield SqlBackend("SQLite", f"sqlite:///{sqlite}", "embedded")
+    for name, url in SERVERS:
+        engine = create_engine(url, connect_args={"connect_timeout": 2})
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as err:
+            print(f"{name}: not reachable, left out ({type(err).__name__})", flush=True)
+            continue
+        finally:
+            engine.dispose()
+        yield SqlBackend(name, url, "server")
 
 
-class SqlBackend:
+def store_for(spec: dict[str, Any], prefix: str) -> SqlAuditStore:
+    return SqlAuditStore(spec["url"], audit_table=f"{prefix}audit", lock_table=f"{prefix}lock")
+
+
+class SqlBackend(Backend):
     """One SQL database; every store it makes lives on tables of its own prefix."""
+
+    shared = True
+    floor_text = (
+        "the history insert and the latest-entry upsert in one transaction per entry, with the "
+        "DBAPI driver, statements compiled once"
+    )
+    counting = (
+        "statements plus commits, counted with SQLAlchemy's `before_cursor_execute` and "
+        "`commit` events (the floor counts its own driver calls the same way); on "
+        "MySQL/MariaDB each read also ends with a ROLLBACK when its connection returns to the "
+        "pool, which is not counted"
+    )
 
     def __init__(self, name: str, url: str, kind: str) -> None:
         self.name = name
@@ -30,11 +67,22 @@ class SqlBackend:
         self.kind = kind
         self._stores: list[SqlAuditStore] = []
 
+    def spec(self) -> dict[str, Any]:
+        return {"type": "sql", "url": self.url}
+
     def store(self, prefix: str | None = None) -> SqlAuditStore:
-        prefix = prefix or f"b{uuid.uuid4().hex[:8]}_"
-        store = SqlAuditStore(self.url, audit_table=f"{prefix}audit", lock_table=f"{prefix}lock")
+        store = store_for(self.spec(), prefix or new_prefix())
         self._stores.append(store)
         return store
+
+    def prefix_of(self, store: SqlAuditStore) -> str:
+        return store.audit_table_name[: -len("audit")]
+
+    def add_history(self, store: SqlAuditStore, entries: Sequence[AuditEntry]) -> None:
+        rows = [_row(e) for e in entries]
+        with store.engine.begin() as conn:
+            for start in range(0, len(rows), 5000):
+                conn.execute(insert(store.audit), rows[start : start + 5000])
 
     @contextmanager
     def round_trips(self, store: SqlAuditStore) -> Iterator[Counter]:
