@@ -25,7 +25,7 @@ from flamingock_provider.engine.issues import (
     guidance,
     list_issues,
 )
-from flamingock_provider.engine.model import AuditEntry, Issue
+from flamingock_provider.engine.model import AuditEntry, Issue, error_summary
 from flamingock_provider.engine.store import AuditStore
 
 EXIT_OK, EXIT_ISSUES, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="stable JSON output")
     fix = audit.add_parser("fix", help="resolve a change's issue")
     fix.add_argument("-c", "--change-id", required=True)
-    fix.add_argument("-r", "--resolution", required=True, choices=[r.name for r in Resolution])
+    fix.add_argument(
+        "-r", "--resolution", required=True, type=str.upper, choices=[r.name for r in Resolution]
+    )
     fix.add_argument("--author", default=DEFAULT_FIX_AUTHOR)
     fix.add_argument("--json", action="store_true")
 
@@ -81,7 +83,7 @@ def _iso(text: str) -> datetime:
 
 def open_store(args: argparse.Namespace) -> AuditStore:
     """The audit store named on the command line."""
-    from flamingock_provider.hooks import get_audit_hook, hook_for_connection
+    from flamingock_provider.hooks import hook_for_connection
 
     if args.conn_uri or args.conn_json:
         from airflow.sdk import Connection
@@ -96,7 +98,42 @@ def open_store(args: argparse.Namespace) -> AuditStore:
             kind = "--conn-uri" if args.conn_uri else "--conn-json"
             raise ValidationError(f"{kind} is not a valid connection: {err}") from None
         return hook_for_connection(conn, conn_id).get_audit_store()  # type: ignore[no-any-return]
-    return get_audit_hook(args.conn_id).get_audit_store()  # type: ignore[no-any-return]
+    return hook_for_connection(_airflow_connection(args.conn_id), args.conn_id).get_audit_store()  # type: ignore[no-any-return]
+
+
+def _airflow_connection(conn_id: str) -> Any:
+    """Look the connection up where Airflow keeps it, the metadata database included.
+
+    The task SDK's lookup (environment variables, secrets backends) comes first; outside a task
+    it skips the metadata database, where connections made in the UI live, so that is read
+    next, through Airflow's own model.
+    """
+    from airflow.sdk import BaseHook
+
+    from flamingock_provider.hooks import _not_found
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except Exception as err:
+        missing = _not_found(conn_id, err)
+        if missing is err:
+            raise
+    try:
+        from airflow.models.connection import Connection as StoredConnection
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            stored = session.scalar(
+                select(StoredConnection).where(StoredConnection.conn_id == conn_id)
+            )
+            if stored is not None:
+                session.expunge(stored)
+    except Exception as err:
+        raise missing from err
+    if stored is None:
+        raise missing
+    return stored
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -129,6 +166,12 @@ def _dispatch(args: argparse.Namespace, store: AuditStore, out: TextIO) -> int:
         )
         _emit(out, args.json, entry.as_json(), lambda: text)
         return EXIT_OK
+    if not store.is_initialized():
+        print(
+            f"warning: {store.description} holds no Flamingock tables yet: nothing has run "
+            "there (check the connection if that is unexpected)",
+            file=sys.stderr,
+        )
     if args.group == "issue" and args.command == "list":
         issues = list_issues(store)
         _emit(out, args.json, [_issue_json(i) for i in issues], lambda: _issues_table(issues))
@@ -162,15 +205,11 @@ def _issue_json(issue: Issue, with_guidance: bool = False) -> dict[str, Any]:
         "txStrategy": entry.tx_strategy.value,
         "recoveryStrategy": entry.recovery_strategy.value,
         "targetSystemId": entry.target_system_id,
-        "error": _last_line(entry.error_trace),
+        "error": error_summary(entry.error_trace),
     }
     if with_guidance:
         record["guidance"] = guidance(issue)
     return record
-
-
-def _last_line(trace: str | None) -> str | None:
-    return trace.strip().splitlines()[-1][:300] if trace and trace.strip() else None
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -208,7 +247,7 @@ def _issues_table(issues: Sequence[Issue]) -> str:
             i.stage_id,
             i.state.value,
             i.entry.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            _last_line(i.entry.error_trace) or "-",
+            error_summary(i.entry.error_trace) or "-",
         )
         for i in issues
     ]

@@ -20,6 +20,7 @@ from flamingock_provider.engine.model import (
     AuditState,
     Issue,
     TxStrategy,
+    error_summary,
     issues_in,
 )
 from flamingock_provider.engine.store import AuditStore
@@ -228,6 +229,7 @@ def guidance(issue: Issue) -> str:
         f"If it is not (undo any partial effects first): audit fix -c {issue.change_id} "
         "-r ROLLED_BACK  (it is applied again on the next run)",
     ]
-    if entry.error_trace:
-        lines.insert(2, "Error: " + entry.error_trace.strip().splitlines()[-1][:300])
+    error = error_summary(entry.error_trace)
+    if error:
+        lines.insert(2, f"Error: {error}")
     return "\n".join(lines)

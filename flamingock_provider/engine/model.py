@@ -175,6 +175,20 @@ def decide_action(latest: AuditEntry | None) -> Action:
     return Action.APPLY if retry else Action.MANUAL_INTERVENTION
 
 
+def error_summary(trace: str | None, limit: int = 300) -> str | None:
+    """The line of a stored traceback that says what went wrong (None when there is none).
+
+    That is the last line, except SQLAlchemy's trailing "(Background on this error at: ...)"
+    pointer, which says nothing about the error itself.
+    """
+    lines = [
+        line.strip()
+        for line in (trace or "").strip().splitlines()
+        if line.strip() and not line.strip().startswith("(Background on this error")
+    ]
+    return lines[-1][:limit] if lines else None
+
+
 @dataclass(frozen=True, slots=True)
 class Issue:
     """A change whose latest entry needs a person: its action is MANUAL_INTERVENTION."""
@@ -194,9 +208,9 @@ class Issue:
             f"change '{self.change_id}' (stage '{self.stage_id}') is {self.state.value} "
             f"since {when} ({self.entry.tx_strategy.value}, execution {self.entry.execution_id})"
         )
-        lines = (self.entry.error_trace or "").strip().splitlines()
-        if lines:
-            text += f": {lines[-1][:200]}"
+        error = error_summary(self.entry.error_trace, 200)
+        if error:
+            text += f": {error}"
         return text
 
 

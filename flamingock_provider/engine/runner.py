@@ -91,6 +91,13 @@ class PipelineRunner:
         :raises ManualInterventionRequired: a stage holds issues; nothing of it ran.
         """
         execution_id = str(uuid.uuid4())
+        self.log.info(
+            "Flamingock %s %s: %d stage(s), %d change(s)",
+            "dry run" if dry_run else "run",
+            execution_id,
+            len(self.pipeline.stages),
+            len(self.pipeline.change_ids()),
+        )
         if dry_run:
             return self._dry_run(execution_id)
         self.store.initialize()

@@ -529,3 +529,27 @@ def test_console_script_hides_the_password_of_an_unreachable_store() -> None:
 
     assert 3 == result.returncode, result.stderr
     assert (False, False) == (SECRET in result.stdout, SECRET in result.stderr)
+
+
+def test_conn_id_finds_a_connection_kept_in_the_metadata_database(
+    airflow_db: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """A connection made in the UI lives only in Airflow's database; ``--conn-id`` finds it."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    from flamingock_provider.stores.sql import SqlAuditStore
+
+    url = f"sqlite:///{tmp_path / 'ui-audit.db'}"
+    store = SqlAuditStore(url)
+    store.initialize()
+    store.close()
+    conn_id = f"ui_made_{tmp_path.name[-8:]}".replace("-", "_")
+    with create_session() as session:
+        session.add(
+            Connection(conn_id=conn_id, conn_type="flamingock_sql", extra=f'{{"url": "{url}"}}')
+        )
+
+    result = cli("--conn-id", conn_id, "issue", "list")
+
+    assert (0, "No open issues.") == (result.code, result.out.strip())
