@@ -7,7 +7,11 @@ import sys
 
 from flamingock_provider.stores.sql import SqlAuditStore
 
-LINE = re.compile(r"(change \S+: (?:APPLIED|SKIP|FAILED|RECOVERED)[^\[]*)")
+LINE = re.compile(
+    r"(change \S+: (?:APPLIED|SKIP|FAILED|RECOVERED)[^\[]*"
+    r"|No open issues among \d+ change\(s\)\.|\d+ open issue\(s\); waiting\."
+    r"|^schema ready: .*)"
+)
 
 
 def main(log_path: str, audit_db: str) -> int:
@@ -27,7 +31,7 @@ def main(log_path: str, audit_db: str) -> int:
             f"  {e.created_at:%Y-%m-%d %H:%M:%S}  {e.stage_id:<7} {e.change_id:<26} "
             f"{e.state.value:<9} {e.tx_strategy.value}"
         )
-    applied = sum(1 for line in lines if ": APPLIED" in line)
+    applied = sum(1 for line in lines if line.startswith("change") and ": APPLIED" in line)
     if applied:
         print(f"Applied {applied} change(s); run `make demo` again to see them skipped.")
     else:

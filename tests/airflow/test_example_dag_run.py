@@ -1,8 +1,9 @@
 """The example DAG under a real ``dag.test()`` against Airflow's (SQLite) metadata database.
 
 ``dags/flamingock_example.py`` evolves a shop database in two stages (schema: orders table and
-index; data: backfill and a non-transactional summary table). Its two connections are injected
-as ``AIRFLOW_CONN_*`` variables pointing at SQLite files of the test.
+index; data: backfill and a non-transactional summary table), then an issue sensor gates a
+downstream ``report`` task. Its two connections are injected as ``AIRFLOW_CONN_*`` variables
+pointing at SQLite files of the test.
 """
 
 from __future__ import annotations
@@ -36,24 +37,40 @@ def run_example(example_dag: Any, audit_db: Any, shop_db: Any) -> Callable[[], t
 
     def run() -> tuple[Any, Any]:
         dag_run = example_dag.test()
-        (task_instance,) = dag_run.get_task_instances()
-        return dag_run, task_instance
+        by_id = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+        return dag_run, by_id[TASK_ID]
 
     return run
 
 
 def states(dag_run: Any, task_instance: Any) -> tuple[str, str]:
-    """The final states of the run and of its one task, as plain strings."""
+    """The final states of the run and of its Flamingock task, as plain strings."""
     return str(dag_run.state), str(task_instance.state)
 
 
-def test_example_dag_parses_with_one_flamingock_task(example_dag: Any) -> None:
-    """Airflow's DagBag loads the example DAG without errors: one FlamingockOperator task."""
-    from flamingock_provider.operators.flamingock import FlamingockOperator
+def gate_states(dag_run: Any) -> dict[str, str]:
+    """The final states of the sensor and of the task it gates."""
+    return {
+        ti.task_id: str(ti.state)
+        for ti in dag_run.get_task_instances()
+        if ti.task_id in ("no_open_issues", "report")
+    }
 
-    expected = {TASK_ID: FlamingockOperator}
-    actual = {task.task_id: type(task) for task in example_dag.tasks}
-    assert expected == actual
+
+def test_example_dag_parses_with_the_operator_the_sensor_and_the_gated_task(
+    example_dag: Any,
+) -> None:
+    """Airflow's DagBag loads the example DAG: operator >> issue sensor >> report."""
+    from flamingock_provider.operators.flamingock import FlamingockOperator
+    from flamingock_provider.sensors.issues import FlamingockIssueSensor
+
+    kinds = {task.task_id: type(task) for task in example_dag.tasks}
+    assert (FlamingockOperator, FlamingockIssueSensor) == (
+        kinds[TASK_ID],
+        kinds["no_open_issues"],
+    )
+    assert {"no_open_issues"} <= example_dag.get_task(TASK_ID).downstream_task_ids
+    assert {"no_open_issues"} <= example_dag.get_task("report").upstream_task_ids
 
 
 def test_first_run_applies_every_change(run_example: Callable[[], tuple[Any, Any]]) -> None:
@@ -61,6 +78,7 @@ def test_first_run_applies_every_change(run_example: Callable[[], tuple[Any, Any
     dag_run, task_instance = run_example()
 
     assert ("success", "success") == states(dag_run, task_instance)
+    assert {"no_open_issues": "success", "report": "success"} == gate_states(dag_run)
     summary = task_instance.xcom_pull(task_ids=TASK_ID)
     assert ALL_CHANGES == summary["applied"]
     assert ([], []) == (summary["skipped"], summary["failed"])
@@ -132,6 +150,9 @@ def test_failing_change_fails_the_task(
     dag_run, task_instance = run_example()
 
     assert ("failed", "failed") == states(dag_run, task_instance)
+    assert {"no_open_issues": "upstream_failed", "report": "upstream_failed"} == gate_states(
+        dag_run
+    )
     assert {"create-orders-table": ["STARTED", "FAILED"]} == audit_db.states()
     (failed,) = [e for e in audit_db.history() if e.state.value == "FAILED"]
     assert "already exists" in (failed.error_trace or "")
