@@ -175,6 +175,8 @@ def _dispatch(args: argparse.Namespace, store: AuditStore, out: TextIO) -> int:
     if args.group == "issue" and args.command == "list":
         issues = list_issues(store)
         _emit(out, args.json, [_issue_json(i) for i in issues], lambda: _issues_table(issues))
+        if issues:
+            _note_running(store)
         return EXIT_ISSUES if issues else EXIT_OK
     # issue get
     issue = get_issue(store, args.change_id)
@@ -184,6 +186,23 @@ def _dispatch(args: argparse.Namespace, store: AuditStore, out: TextIO) -> int:
     record = _issue_json(issue, with_guidance=args.guidance)
     _emit(out, args.json, record, lambda: _issue_text(issue, args.guidance))
     return EXIT_OK
+
+
+def _note_running(store: AuditStore) -> None:
+    """Say on stderr when a run holds the lock: its change in progress looks like STARTED."""
+    from flamingock_provider.engine.lock import DEFAULT_KEY, utc_now
+
+    try:
+        holder = store.lock_holder(DEFAULT_KEY)
+    except FlamingockError:
+        return
+    if holder is not None and holder.expires_at > utc_now():
+        print(
+            f"note: a run holds lock '{DEFAULT_KEY}' ({holder.owner}, until "
+            f"{holder.expires_at.isoformat()}): a STARTED entry may be its change still running; "
+            "check again after it ends before fixing.",
+            file=sys.stderr,
+        )
 
 
 def _emit(out: TextIO, as_json: bool, value: Any, text: Any) -> None:

@@ -553,3 +553,25 @@ def test_conn_id_finds_a_connection_kept_in_the_metadata_database(
     result = cli("--conn-id", conn_id, "issue", "list")
 
     assert (0, "No open issues.") == (result.code, result.out.strip())
+
+
+def test_issue_list_notes_a_run_holding_the_lock(
+    cli: Callable[..., Any], shop_history: Any
+) -> None:
+    """While a run holds the lock, ``issue list`` warns that a STARTED entry may be running."""
+    from datetime import timedelta
+
+    from flamingock_provider.engine.lock import DEFAULT_KEY, utc_now
+    from flamingock_provider.stores.sql import SqlAuditStore
+
+    quiet = cli("issue", "list")
+    store = SqlAuditStore(shop_history.url)
+    now = utc_now()
+    assert store.lock_acquire(DEFAULT_KEY, "other-run@host#1", now, now + timedelta(minutes=5))
+    store.close()
+
+    busy = cli("issue", "list")
+
+    assert ("holds lock" in quiet.err, "holds lock" in busy.err) == (False, True)
+    assert "other-run@host#1" in busy.err
+    assert (1, quiet.out) == (busy.code, busy.out)
