@@ -32,6 +32,14 @@ class AuditStoreError(FlamingockError):
         self.operation = operation
 
 
+class TargetSystemError(FlamingockError):
+    """A target system could not be opened or prepared (unreachable, missing marker table)."""
+
+    def __init__(self, message: str, *, target: str) -> None:
+        super().__init__(message)
+        self.target = target
+
+
 class LockError(FlamingockError):
     """The pipeline lock could not be acquired in time, or was lost while running."""
 

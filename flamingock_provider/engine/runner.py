@@ -14,7 +14,9 @@ from datetime import timedelta
 from flamingock_provider.engine.discovery import Pipeline
 from flamingock_provider.engine.errors import (
     ChangeFailedError,
+    FlamingockError,
     ManualInterventionRequired,
+    TargetSystemError,
 )
 from flamingock_provider.engine.execution import ChangeExecutor
 from flamingock_provider.engine.lock import (
@@ -210,9 +212,18 @@ class PipelineRunner:
     def _session(self, target_id: str, sessions: dict[str, TargetSession]) -> TargetSession:
         session = sessions.get(target_id)
         if session is None:
-            session = self.targets[target_id].open(self.store)
-            sessions[target_id] = session
-            session.prepare()
+            try:
+                session = self.targets[target_id].open(self.store)
+                sessions[target_id] = session
+                session.prepare()
+            except FlamingockError:
+                raise
+            except Exception as err:
+                raise TargetSystemError(
+                    f"Target system '{target_id}' could not be opened: "
+                    f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}",
+                    target=target_id,
+                ) from err
         return session
 
 

@@ -44,12 +44,20 @@ class FlamingockSqlHook(FlamingockHook):
         conn, extras = self.connection, self.extras
         if extras.get("url"):
             try:
-                return make_url(str(extras["url"]))
-            except ArgumentError:
+                url = make_url(str(extras["url"]))
+            except (ArgumentError, ValueError):  # ValueError: e.g. a port that is no number
                 raise ValidationError(
                     f"Airflow connection '{self.flamingock_conn_id}': extra 'url' is not a "
                     "SQLAlchemy URL (e.g. sqlite:////path/audit.db, postgresql+psycopg://..)"
                 ) from None
+            if url.host and "@" in url.host:
+                # An unescaped "@" in the password: the rest of the password was read as the
+                # host, and would show in every message. Refuse without echoing the URL.
+                raise ValidationError(
+                    f"Airflow connection '{self.flamingock_conn_id}': extra 'url' has an '@' "
+                    "after the user part; URL-encode the password ('@' as %40)"
+                )
+            return url
         if not conn.host:
             raise ValidationError(
                 f"Airflow connection '{self.flamingock_conn_id}': set extra 'url' or the host "

@@ -103,7 +103,18 @@ class SqlAuditStore:
 
     @cached_property
     def engine(self) -> Engine:
-        return build_engine(self.url, **self._engine_options)
+        try:
+            return build_engine(self.url, **self._engine_options)
+        except ImportError as err:
+            extra = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}.get(
+                self.dialect, "all"
+            )
+            raise AuditStoreError(
+                f"{self.description}: the driver for '{self.url.drivername}' is not installed "
+                f"({err}); install it, e.g. pip install 'airflow-provider-flamingock[{extra}]'",
+                store=self.description,
+                operation="connect",
+            ) from err
 
     @property
     def dialect(self) -> str:
@@ -122,6 +133,7 @@ class SqlAuditStore:
         if self._schema_matches():
             self._ready = True
             return
+        self._validate(allow_missing=self.auto_create)  # refuse a foreign table before creating
         if self.auto_create:
             for attempt in range(1, 4):
                 try:
@@ -182,7 +194,9 @@ class SqlAuditStore:
         names = self._guard("inspect", lambda: set(inspect(self.engine).get_table_names()))
         return {t.name for t in self._tables} <= names
 
-    def _validate(self) -> None:
+    def _validate(self, allow_missing: bool = False) -> None:
+        """Check every table has our columns; a missing table is an error unless allowed."""
+
         def columns() -> dict[str, set[str]]:
             inspector = inspect(self.engine)
             found = set(inspector.get_table_names())
@@ -195,6 +209,8 @@ class SqlAuditStore:
         present = self._guard("inspect", columns)
         for table in self._tables:
             if table.name not in present:
+                if allow_missing:
+                    continue
                 raise AuditStoreError(
                     f"{self.description}: table '{table.name}' does not exist and auto_create "
                     "is off. Create it (see docs/audit-stores/sql.md) or set auto_create=true.",
