@@ -49,7 +49,11 @@ def main() -> int:
             traceback.print_exc()
             failed = True
         finally:
-            backend.close()
+            try:
+                backend.close()
+            except Exception:
+                traceback.print_exc()
+                failed = True
     parse = compare.dag_parse()
     REPORT.write_text(report.render(rows, parse, args))
     print(REPORT.read_text())

@@ -139,10 +139,13 @@ class SqlBackend(Backend):
         return elapsed, trips
 
     def close(self) -> None:
+        """Drop every store's tables (one failure does not keep the others)."""
         for store in self._stores:
             try:
                 for table in store._tables:
                     table.drop(store.engine, checkfirst=True)
+            except Exception as err:
+                print(f"{self.name}: could not drop {store.audit_table_name}: {err}", flush=True)
             finally:
                 store.close()
         self._stores.clear()
