@@ -58,12 +58,15 @@ def _fake_classes() -> tuple[type, type]:
 
         def get_collection(self, name: str, **options: Any) -> Any:
             collection = super().get_collection(name, **options)
+            if getattr(collection.aggregate, "_flamingock_wrapped", False):
+                return collection  # mongomock-ng hands out the same object: wrap it once only
             aggregate = collection.aggregate
 
             def without_batch_size(pipeline: Any, session: Any = None, **kwargs: Any) -> Any:
                 kwargs.pop("batchSize", None)  # one batch anyway; mongomock-ng warns otherwise
                 return aggregate(pipeline, session=session, **kwargs)
 
+            without_batch_size._flamingock_wrapped = True  # type: ignore[attr-defined]
             collection.aggregate = without_batch_size
             return collection
 
