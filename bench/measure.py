@@ -123,7 +123,9 @@ def sensor_poke(backend: Any, package: str) -> dict[str, Any]:
     return {"history": (small_len, big_len), "s": (small, big), "ratio": big / small}
 
 
-def race(backend: Any, root: str, package: str, changes: int, processes: int) -> dict[str, Any]:
+def race(
+    backend: Any, root: str, package: str, changes: int, processes: int, retry: float = 0.0
+) -> dict[str, Any]:
     """``processes`` runners start together on one fresh store; wall time from the start."""
     prefix = f"r{uuid.uuid4().hex[:8]}_"
     start_file = Path(tempfile.mkdtemp()) / "go"
@@ -138,6 +140,7 @@ def race(backend: Any, root: str, package: str, changes: int, processes: int) ->
                 root,
                 package,
                 str(start_file),
+                str(retry) if retry else "",
             ],
             stdout=subprocess.PIPE,
             text=True,
