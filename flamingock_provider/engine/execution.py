@@ -62,7 +62,8 @@ class ChangeExecutor:
                 replace(
                     p.latest,
                     state=AuditState.APPLIED,
-                    created_at=self.clock(),
+                    # Never before the STARTED it resolves (its host's clock may run ahead).
+                    created_at=max(self.clock(), p.latest.created_at),
                     error_trace=None,
                 )
             )

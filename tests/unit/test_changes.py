@@ -1,6 +1,5 @@
 """Declaring change units: ``@change`` and ``Stage`` accept good input and name bad input."""
 
-# Tests read `expected == actual` (STYLE.md), which SIM300 calls a Yoda condition.
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Discovery: import stage packages, order their change units, and name every mistake."""
 
-# Tests read `expected == actual` (STYLE.md), which SIM300 calls a Yoda condition.
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ Everything runs on the memory store; the runner stories use the unit ``scenario`
 crash is a ``Crash`` (a BaseException the runner does not catch) raised from inside ``apply``.
 """
 
-# Tests read `expected == actual` (STYLE.md), which SIM300 calls a Yoda condition.
 
 from __future__ import annotations
 

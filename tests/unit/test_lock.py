@@ -1,6 +1,5 @@
 """The lock lease: wait out contention, extend, notice a loss, release without raising."""
 
-# Tests read `expected == actual` (STYLE.md), which SIM300 calls a Yoda condition.
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """The pure audit model: state priority, the latest-entry tie-break, the action table, issues."""
 
-# Tests read `expected == actual` (STYLE.md), which SIM300 calls a Yoda condition.
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """The runner against the memory store and target: write sequences, recovery, blocking, lock."""
 
-# Tests read `expected == actual` (STYLE.md), which SIM300 calls a Yoda condition.
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
 
@@ -296,6 +296,27 @@ def test_a_crash_inside_apply(scenario, outcomes_of, strategy, recovery, left, n
         assert {"c1": O.APPLIED, "c2": O.APPLIED} == outcomes_of(result)
         assert ["c1", "c1", "c2"] == sc.calls()  # the crashed attempt, then exactly one more
         assert [*left, S.STARTED, S.APPLIED] == sc.history("c1")
+
+
+def test_marker_recovery_closes_a_started_entry_dated_in_our_future(scenario, outcomes_of):
+    """A STARTED written by a host whose clock runs ahead is still closed by the recovery.
+
+    The APPLIED entry is dated no earlier than the STARTED it resolves, so it becomes the latest.
+    """
+    sc = scenario({"s1": ["c1"]})
+    ahead = sc.clock() + timedelta(hours=1)
+    sc.record(
+        "c1", S.STARTED, execution_id="X", tx_strategy=TX.TX_SEPARATE_WITH_MARKER, created_at=ahead
+    )
+    sc.target.markers.add(("c1", "X"))
+
+    first = sc.run()
+    second = sc.run()
+
+    assert {"c1": O.RECOVERED} == outcomes_of(first)
+    assert (S.APPLIED, "X") == (sc.latest("c1").state, sc.latest("c1").execution_id)
+    assert {"c1": O.SKIPPED} == outcomes_of(second)
+    assert [] == sc.calls()
 
 
 @pytest.mark.parametrize(
