@@ -1,6 +1,5 @@
 """Declaring change units: ``@change`` and ``Stage`` accept good input and name bad input."""
 
-
 from __future__ import annotations
 
 import re

@@ -1,6 +1,5 @@
 """Discovery: import stage packages, order their change units, and name every mistake."""
 
-
 from __future__ import annotations
 
 import re

@@ -4,7 +4,6 @@ Everything runs on the memory store; the runner stories use the unit ``scenario`
 crash is a ``Crash`` (a BaseException the runner does not catch) raised from inside ``apply``.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -1,6 +1,5 @@
 """The lock lease: wait out contention, extend, notice a loss, release without raising."""
 
-
 from __future__ import annotations
 
 import logging

@@ -1,6 +1,5 @@
 """The pure audit model: state priority, the latest-entry tie-break, the action table, issues."""
 
-
 from __future__ import annotations
 
 import itertools

@@ -1,6 +1,5 @@
 """The runner against the memory store and target: write sequences, recovery, blocking, lock."""
 
-
 from __future__ import annotations
 
 import logging
