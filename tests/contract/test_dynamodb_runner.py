@@ -29,7 +29,7 @@ from flamingock_provider.engine.result import Outcome, RunResult
 from flamingock_provider.stores.dynamodb import DynamoDBAuditStore
 from flamingock_provider.targets.dynamodb import DynamoDBTargetSystem
 
-WORKER = Path(__file__).with_name("dynamodb_worker.py")
+WORKER = Path(__file__).with_name("runner_worker.py")
 KIT_DIR = str(Path(__file__).parent)
 WORKER_TIMEOUT = 90
 OTHER_ACCOUNT = "otheraccountkey"
@@ -411,8 +411,8 @@ def test_six_processes_racing_on_20_changes_apply_each_exactly_once(world: World
         {
             "sys_path": str(world.root),
             "stages": [[stage.name, stage.package]],
-            "store": store_options,
-            "target": world.target_options(),
+            "store": {**store_options, "kind": "dynamodb"},
+            "targets": [{**world.target_options(), "kind": "dynamodb"}],
             "lease": 10.0,
             "wait": 60.0,
             "retry": 0.05,
